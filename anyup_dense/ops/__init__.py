@@ -1,0 +1,6 @@
+"""Pure tensor functions (no module state, no framework): window attention, JBU kernels."""
+from anyup_dense.ops.window_attention import (dense_window_mask, window_attention, window_attention_reference,
+                                              window_attention_torch, window_bounds)
+
+__all__ = ["window_attention", "window_attention_reference", "window_attention_torch", "window_bounds",
+           "dense_window_mask"]

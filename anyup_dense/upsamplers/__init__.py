@@ -1,0 +1,10 @@
+"""Upsamplers with one interface: ``up(features, image, output_size=None)``.
+
+Importing this package registers the built-in upsamplers in ``anyup_dense.UPSAMPLERS``.
+"""
+from anyup_dense.upsamplers.anyup import AnyUp
+from anyup_dense.upsamplers.base import Upsampler, validate_inputs
+from anyup_dense.upsamplers.baselines import InterpolationUpsampler
+from anyup_dense.upsamplers.checkpoint import CheckpointMismatchError
+
+__all__ = ["AnyUp", "Upsampler", "InterpolationUpsampler", "CheckpointMismatchError", "validate_inputs"]

@@ -1,0 +1,123 @@
+"""The interface every upsampler shares, and its input contract.
+
+    up(features [B,C,h,w], image [B,3,H,W], output_size=None) -> [B,C,H',W']
+
+``image`` is ImageNet-normalised RGB. ``output_size`` is ``None`` (the image size), an int
+(square) or ``(H', W')``. Subclasses implement :meth:`Upsampler.upsample`, which receives
+inputs that already passed :func:`validate_inputs`.
+"""
+from typing import Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn as nn
+
+SizeArg = Union[None, int, Sequence[int]]
+
+MIN_FEATURE_SIZE = 2
+
+
+def _check_4d(name: str, tensor, layout: str) -> None:
+    if not isinstance(tensor, torch.Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor of shape {layout}, got {type(tensor).__name__}")
+    if tensor.dim() != 4:
+        raise ValueError(f"{name} must be a 4-D tensor {layout}, got shape {tuple(tensor.shape)}")
+    if not tensor.is_floating_point():
+        raise ValueError(f"{name} must be a floating-point tensor, got dtype {tensor.dtype}")
+
+
+def resolve_output_size(output_size: SizeArg, image_hw: Tuple[int, int]) -> Tuple[int, int]:
+    """``None`` -> image size; ``n`` -> ``(n, n)``; ``(h, w)`` -> itself; positive ints only."""
+    if output_size is None:
+        return tuple(image_hw)
+    if isinstance(output_size, int):
+        output_size = (output_size, output_size)
+    size = tuple(output_size)
+    if len(size) != 2 or not all(isinstance(s, int) and s > 0 for s in size):
+        raise ValueError(f"output_size must be None, a positive int or (height, width) of positive ints, "
+                         f"got {output_size!r}")
+    return size
+
+
+def validate_inputs(
+    features: torch.Tensor,
+    image: torch.Tensor,
+    output_size: SizeArg = None,
+    *,
+    guidance_channels: int = 3,
+    expected_channels: Optional[int] = None,
+    reference_param: Optional[torch.Tensor] = None,
+    check_finite: bool = False,
+) -> Tuple[int, int]:
+    """Check the shared input contract and return the resolved ``(H', W')``.
+
+    Raises ``ValueError`` naming the argument and what was expected for: non-tensors or
+    non-4-D tensors, a wrong guidance channel count, batch-size mismatch, feature maps
+    smaller than 2x2, images smaller than the feature map, a channel count a checkpoint
+    cannot take, dtype/device mismatches between image, features and the module's weights,
+    and (with ``check_finite``) NaN/Inf values.
+    """
+    _check_4d("features", features, "[B, C, h, w]")
+    _check_4d("image", image, f"[B, {guidance_channels}, H, W]")
+    b, c, h, w = features.shape
+    if image.shape[1] != guidance_channels:
+        raise ValueError(f"image must have {guidance_channels} channels (ImageNet-normalised RGB), "
+                         f"got shape {tuple(image.shape)}")
+    if image.shape[0] != b:
+        raise ValueError(f"batch size mismatch: features has {b} samples but image has {image.shape[0]}")
+    if h < MIN_FEATURE_SIZE or w < MIN_FEATURE_SIZE:
+        raise ValueError(f"features must be at least {MIN_FEATURE_SIZE}x{MIN_FEATURE_SIZE} spatially, "
+                         f"got {h}x{w}")
+    if image.shape[2] < h or image.shape[3] < w:
+        raise ValueError(f"image ({image.shape[2]}x{image.shape[3]}) is smaller than the feature map "
+                         f"({h}x{w}); pass the full-resolution guidance image")
+    if expected_channels is not None and c != expected_channels:
+        raise ValueError(f"features have {c} channels but this upsampler's weights expect "
+                         f"{expected_channels}")
+    if features.dtype != image.dtype:
+        raise ValueError(f"dtype mismatch: features are {features.dtype} but image is {image.dtype}; "
+                         f"cast both to the upsampler's dtype")
+    if features.device != image.device:
+        raise ValueError(f"device mismatch: features are on {features.device} but image is on {image.device}")
+    if reference_param is not None:
+        if reference_param.dtype != features.dtype:
+            raise ValueError(f"dtype mismatch: the upsampler's weights are {reference_param.dtype} but "
+                             f"features/image are {features.dtype}; call .to({features.dtype}) on the "
+                             f"upsampler or cast the inputs")
+        if reference_param.device != features.device:
+            raise ValueError(f"device mismatch: the upsampler's weights are on {reference_param.device} "
+                             f"but features/image are on {features.device}")
+    if check_finite:
+        for name, tensor in (("features", features), ("image", image)):
+            if not torch.isfinite(tensor).all():
+                raise ValueError(f"{name} contain NaN or Inf values")
+    return resolve_output_size(output_size, (image.shape[2], image.shape[3]))
+
+
+class Upsampler(nn.Module):
+    """Base class: validates inputs, then calls :meth:`upsample`.
+
+    Attributes a subclass may set:
+      * ``expected_channels``: the feature channel count its weights need (``None``: any C);
+      * ``check_finite``: reject NaN/Inf inputs (off by default: it costs a device sync).
+    """
+
+    expected_channels: Optional[int] = None
+
+    def __init__(self, check_finite: bool = False):
+        super().__init__()
+        self.check_finite = check_finite
+
+    def forward(self, features: torch.Tensor, image: torch.Tensor, output_size: SizeArg = None) -> torch.Tensor:
+        """features [B,C,h,w], image [B,3,H,W] (ImageNet-normalised) -> [B,C,H',W']."""
+        size = validate_inputs(
+            features,
+            image,
+            output_size,
+            expected_channels=self.expected_channels,
+            reference_param=next(self.parameters(), None),
+            check_finite=self.check_finite,
+        )
+        return self.upsample(features, image, size)
+
+    def upsample(self, features: torch.Tensor, image: torch.Tensor, output_size: Tuple[int, int]) -> torch.Tensor:
+        raise NotImplementedError
