@@ -1,0 +1,174 @@
+"""AnyUp: parity with the official implementation, checkpoint loading, attention internals."""
+import pathlib
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from anyup_dense import build_upsampler
+from anyup_dense.ops.window_attention import dense_window_mask, window_attention_reference
+from anyup_dense.upsamplers.anyup import RELEASES, AnyUp
+from anyup_dense.upsamplers.checkpoint import CheckpointMismatchError
+from conftest import FIXTURES, load_fixture
+
+CASES = sorted(p.name for p in FIXTURES.glob("anyup_*.pt"))
+CTOR_KEYS = ("qk_dim", "num_heads", "window_ratio", "kernel_size", "kernel_size_lfu", "lfu_dim", "input_dim")
+
+
+def model_for(case: dict, dtype: torch.dtype, backend: str = "torch") -> AnyUp:
+    model = AnyUp(**{k: case["config"][k] for k in CTOR_KEYS}, backend=backend)
+    model.load_state_dict(case["state_dict"], strict=True)
+    return model.to(dtype).eval()
+
+
+def run_case(case: dict, dtype: torch.dtype, backend: str) -> torch.Tensor:
+    model = model_for(case, dtype, backend)
+    inputs = case["inputs"]
+    with torch.no_grad():
+        return model(inputs["features"].to(dtype), inputs["image"].to(dtype),
+                     output_size=case["config"]["output_size"])
+
+
+def relative_errors(ours: torch.Tensor, ref: torch.Tensor):
+    d = ours.double() - ref
+    return (d.abs().max() / ref.abs().max()).item(), (d.norm() / ref.norm()).item()
+
+
+def test_fixtures_present():
+    assert len(CASES) == 4, CASES
+
+
+@pytest.mark.parametrize("backend", ["torch", "reference"])
+@pytest.mark.parametrize("name", CASES)
+def test_parity_float64(name, backend):
+    case = load_fixture(name)
+    out = run_case(case, torch.float64, backend)
+    assert out.shape == case["output"].shape
+    rel_max, _ = relative_errors(out, case["output"])
+    assert rel_max <= 1e-9, rel_max
+
+
+@pytest.mark.parametrize("backend", ["torch", "reference"])
+@pytest.mark.parametrize("name", CASES)
+def test_parity_float32(name, backend):
+    case = load_fixture(name)
+    out = run_case(case, torch.float32, backend)
+    assert out.dtype == torch.float32
+    rel_max, rel_norm = relative_errors(out, case["output"])
+    assert rel_norm <= 1e-5, rel_norm
+    assert rel_max <= 1e-4, rel_max
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_intermediates_float64(name):
+    """Each stage the fixture kept matches: localises a failure to one component."""
+    case = load_fixture(name)
+    model = model_for(case, torch.float64)
+    feats, image = case["inputs"]["features"], case["inputs"]["image"]
+    out_size = case["config"]["output_size"] or tuple(image.shape[-2:])
+    inter = case["intermediates"]
+    with torch.no_grad():
+        code = model.encode_image(image)
+        computed = {
+            "image_encoding": model.image_encoder(image),
+            "image_encoding_rope": code,
+            "lfu": model.key_features_encoder[0](F.normalize(feats, dim=1)),
+            "key_features": model.key_features_encoder(F.normalize(feats, dim=1)),
+            "keys_image_pooled": F.adaptive_avg_pool2d(model.key_encoder(code), feats.shape[-2:]),
+            "keys": model.encode_keys(code, feats),
+            "queries_pooled": F.adaptive_avg_pool2d(model.query_encoder(code), out_size),
+            "queries": model.encode_queries(code, out_size),
+        }
+        attn = model.cross_decode.cross_attn
+        q = attn._project(computed["queries"], attn.norm_q, 0)
+        k = attn._project(computed["keys"], attn.norm_k, 1)
+        computed["attn"] = window_attention_reference(q, k, feats, attn.window_ratio, return_probs=True)[1]
+    checked = [key for key in computed if key in inter]
+    assert checked, f"no comparable intermediates in {sorted(inter)}"
+    for key in checked:
+        ref = inter[key]
+        err = (computed[key] - ref).abs().max() / ref.abs().max()
+        assert err <= 1e-9, (key, err.item())
+    if "attn_mask_blocked" in inter:
+        h, w = feats.shape[-2:]
+        inside = dense_window_mask(out_size, (h, w), case["config"]["window_ratio"])
+        assert torch.equal(~inside, inter["attn_mask_blocked"])
+
+
+def test_released_architecture_keys():
+    """The default constructor has exactly the official 73 tensors / 878,080 parameters."""
+    model = AnyUp()
+    state = model.state_dict()
+    assert len(state) == 73
+    assert sum(p.numel() for p in model.parameters()) == 878_080
+    released = load_fixture("anyup_released_c100_down.pt")["state_dict"]
+    assert {k: tuple(v.shape) for k, v in state.items()} == {k: tuple(v.shape) for k, v in released.items()}
+
+
+def test_output_is_convex_combination_of_features():
+    """Each output pixel is a convex combination of input feature vectors: linear in the values."""
+    model = AnyUp(qk_dim=16, num_heads=2).eval()
+    feats = torch.randn(1, 5, 4, 6)
+    image = torch.randn(1, 3, 28, 42)
+    with torch.no_grad():
+        out = model(feats, image)
+        shifted = model(feats + 3.0, image)  # keys use normalize(features): a shift changes them
+        scaled = model(2.5 * feats, image)   # a global scale does not change the attention
+    assert out.shape == (1, 5, 28, 42)
+    assert torch.allclose(scaled, 2.5 * out, rtol=1e-4, atol=1e-5)
+    assert out.amax(dim=(2, 3)).le(feats.amax(dim=(2, 3)) + 1e-5).all()
+    assert out.amin(dim=(2, 3)).ge(feats.amin(dim=(2, 3)) - 1e-5).all()
+    assert not torch.allclose(shifted, out + 3.0, atol=1e-3)
+
+
+def _save_released_layout(tmp_path: pathlib.Path, state: dict, name: str = "anyup_paper.pth") -> pathlib.Path:
+    path = tmp_path / name
+    torch.save(state, path)
+    return path
+
+
+def test_load_from_file_url_through_hub_cache(tmp_path, monkeypatch):
+    """A file:// URL takes the same torch.hub download + cache path as the release URLs."""
+    case = load_fixture("anyup_released_c100_down.pt")
+    (tmp_path / "served").mkdir()
+    served = _save_released_layout(tmp_path / "served", case["state_dict"])
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    monkeypatch.setitem(RELEASES, "anyup_paper", served.as_uri())
+    model = build_upsampler("anyup", pretrained="anyup_paper", progress=False)
+    cached = tmp_path / "torch_home" / "hub" / "checkpoints" / "anyup_paper.pth"
+    assert cached.is_file()
+    for key, value in case["state_dict"].items():
+        assert torch.equal(model.state_dict()[key], value), key
+    served.unlink()  # the second build must come from the cache, not the source
+    again = build_upsampler("anyup", pretrained="anyup_paper", progress=False)
+    assert torch.equal(again.rope.freqs, model.rope.freqs)
+
+
+def test_load_from_local_path(tmp_path):
+    case = load_fixture("anyup_released_c100_down.pt")
+    path = _save_released_layout(tmp_path, case["state_dict"])
+    model = build_upsampler("anyup", pretrained=str(path))
+    assert not model.training
+    feats, image = case["inputs"]["features"].float(), case["inputs"]["image"].float()
+    with torch.no_grad():
+        out = model(feats, image, output_size=case["config"]["output_size"])
+    assert relative_errors(out, case["output"])[1] <= 1e-5
+
+
+def test_checkpoint_mismatch_lists_keys(tmp_path):
+    state = dict(load_fixture("anyup_released_c100_down.pt")["state_dict"])
+    del state["rope.freqs"]
+    state["extra.weight"] = torch.zeros(1)
+    state["cross_decode.conv2d.weight"] = torch.zeros(128, 128, 1, 1)
+    path = _save_released_layout(tmp_path, state)
+    with pytest.raises(CheckpointMismatchError) as info:
+        build_upsampler("anyup", pretrained=str(path))
+    message = str(info.value)
+    assert "missing keys (1): rope.freqs" in message
+    assert "unexpected keys (1): extra.weight" in message
+    assert "cross_decode.conv2d.weight: checkpoint (128, 128, 1, 1) vs model (128, 128, 3, 3)" in message
+
+
+def test_unknown_pretrained_name():
+    with pytest.raises(FileNotFoundError, match="neither a release name.*'anyup_paper'"):
+        build_upsampler("anyup", pretrained="anyup_papr")
