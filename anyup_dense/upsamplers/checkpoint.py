@@ -60,3 +60,10 @@ def load_state_dict_strict(model: nn.Module, state_dict: Mapping[str, torch.Tens
     """``model.load_state_dict(state_dict, strict=True)`` with a readable error first."""
     check_state_dict(model, state_dict, source)
     model.load_state_dict(state_dict, strict=True)
+
+
+def cached_release(name: str, releases: Mapping[str, str]) -> Optional[str]:
+    """Path of a release already in torch.hub's cache, or ``None`` (never downloads)."""
+    filename = os.path.basename(releases[name])
+    path = os.path.join(torch.hub.get_dir(), "checkpoints", filename)
+    return path if os.path.isfile(path) else None
