@@ -6,5 +6,7 @@ from anyup_dense.upsamplers.anyup import AnyUp
 from anyup_dense.upsamplers.base import Upsampler, validate_inputs
 from anyup_dense.upsamplers.baselines import InterpolationUpsampler
 from anyup_dense.upsamplers.checkpoint import CheckpointMismatchError
+from anyup_dense.upsamplers.featsharp import FeatSharp
+from anyup_dense.upsamplers.featup_jbu import FeatUpJBU
 
 __all__ = ["AnyUp", "Upsampler", "InterpolationUpsampler", "CheckpointMismatchError", "validate_inputs"]

@@ -1,0 +1,192 @@
+"""FeatUp JBU stack: parity with the official implementation, checkpoints, interface."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from anyup_dense import build_upsampler
+from anyup_dense.upsamplers import featup_jbu
+from anyup_dense.upsamplers.checkpoint import CheckpointMismatchError
+from anyup_dense.upsamplers.featup_jbu import FeatUpJBU, convert_official_state_dict
+from conftest import FIXTURES, load_fixture
+
+CASES = sorted(p.name for p in FIXTURES.glob("featup_jbu_*.pt"))
+OFFICIAL_PREFIX = "https://marhamilresearch4.blob.core.windows.net/feature-upsampling-public/pretrained/"
+
+
+def model_for(case: dict, dtype: torch.dtype) -> FeatUpJBU:
+    model = FeatUpJBU(case["config"]["dim"], use_norm=case["config"]["use_norm"])
+    model.load_state_dict(convert_official_state_dict(case["state_dict"]), strict=True)
+    return model.to(dtype).eval()
+
+
+def run_case(case: dict, dtype: torch.dtype) -> torch.Tensor:
+    inputs = case["inputs"]
+    with torch.no_grad():
+        return model_for(case, dtype)(inputs["features"].to(dtype), inputs["image"].to(dtype),
+                                      output_size=tuple(case["output"].shape[-2:]))
+
+
+def relative_errors(ours: torch.Tensor, ref: torch.Tensor):
+    d = ours.double() - ref
+    return (d.abs().max() / ref.abs().max()).item(), (d.norm() / ref.norm()).item()
+
+
+def test_fixtures_present():
+    assert len(CASES) == 4, CASES
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_parity_float64(name):
+    case = load_fixture(name)
+    out = run_case(case, torch.float64)
+    assert out.shape == case["output"].shape
+    rel_max, _ = relative_errors(out, case["output"])
+    assert rel_max <= 1e-9, rel_max
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_parity_float32(name):
+    case = load_fixture(name)
+    out = run_case(case, torch.float32)
+    assert out.dtype == torch.float32
+    rel_max, rel_norm = relative_errors(out, case["output"])
+    assert rel_max <= 1e-4, rel_max
+    assert rel_norm <= 1e-5, rel_norm
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_intermediates_float64(name):
+    """Level outputs and per-pixel kernels the fixture kept: localises a failure to one level."""
+    case = load_fixture(name)
+    model = model_for(case, torch.float64)
+    inter, image = case["intermediates"], case["inputs"]["image"]
+    computed = {}
+    with torch.no_grad():
+        x = case["inputs"]["features"]
+        if model.channel_norm is not None:
+            x = computed["normed_features"] = model.channel_norm(x)
+        for index, level in enumerate(model.levels, start=1):
+            guidance = F.adaptive_avg_pool2d(image, (2 * x.shape[-2], 2 * x.shape[-1]))
+            computed[f"up{index}_kernel"] = level.kernels(guidance)
+            x = computed[f"up{index}"] = level(x, guidance)
+    checked = [key for key in inter if key in computed]
+    assert len(checked) == len(inter), sorted(set(inter) - set(computed))
+    for key in checked:
+        err = (computed[key] - inter[key]).abs().max() / inter[key].abs().max()
+        assert err <= 1e-9, (key, err.item())
+
+
+def test_output_size_resamples_the_16x_map():
+    model = FeatUpJBU(6, use_norm=False).eval()
+    feats, image = torch.randn(1, 6, 2, 3), torch.randn(1, 3, 20, 30)
+    with torch.no_grad():
+        native = model(feats, image, output_size=(32, 48))
+        default = model(feats, image)
+        other = model(feats, image, output_size=17)
+    assert native.shape == (1, 6, 32, 48)
+    assert torch.equal(native, model.upsample_native(feats, image))
+    assert torch.allclose(default, F.interpolate(native, size=(20, 30), mode="bilinear", align_corners=False))
+    assert other.shape == (1, 6, 17, 17)
+
+
+def test_parameter_count_matches_official():
+    """4 x 6,233 + 147,840 = 172,772 for C = 384 (spec section 2.1); ChannelNorm adds 2C."""
+    assert sum(p.numel() for p in FeatUpJBU(384, use_norm=False).parameters()) == 172_772
+    assert sum(p.numel() for p in FeatUpJBU(384, use_norm=True).parameters()) == 172_772 + 768
+
+
+def test_wrong_channel_count_is_rejected():
+    model = build_upsampler("featup_jbu", backbone="dinov2")
+    with pytest.raises(ValueError, match="features have 383 channels but this upsampler's weights expect 384"):
+        model(torch.randn(1, 383, 4, 4), torch.randn(1, 3, 56, 56))
+
+
+def test_builder_argument_errors():
+    with pytest.raises(ValueError, match="needs backbone= .* or dim="):
+        build_upsampler("featup_jbu")
+    with pytest.raises(ValueError, match="backbone must be one of"):
+        build_upsampler("featup_jbu", backbone="dinov3")
+    with pytest.raises(ValueError, match="'maskclip' has only a use_norm=False checkpoint"):
+        build_upsampler("featup_jbu", backbone="maskclip")
+    with pytest.raises(ValueError, match="dim=256 contradicts backbone 'clip'"):
+        build_upsampler("featup_jbu", backbone="clip", dim=256)
+    with pytest.raises(ValueError, match="pretrained=True needs backbone="):
+        build_upsampler("featup_jbu", dim=8, pretrained=True)
+
+
+def test_official_checkpoint_urls():
+    assert featup_jbu.RELEASES["dinov2"] == OFFICIAL_PREFIX + "dinov2_jbu_stack_cocostuff.ckpt"
+    assert featup_jbu.RELEASES["resnet50_no_norm"] == OFFICIAL_PREFIX + "no_norm/resnet50_jbu_stack_cocostuff.ckpt"
+    assert "maskclip" not in featup_jbu.RELEASES and "maskclip_no_norm" in featup_jbu.RELEASES
+    assert len(featup_jbu.RELEASES) == 11
+
+
+def _official_checkpoint(case: dict) -> dict:
+    """FeatUp's on-disk layout: a Lightning checkpoint whose state_dict holds the hub model's keys
+    (backbone under model.0 / model, ChannelNorm model.1.norm, JBU under upsampler.) plus the
+    training-only downsampler and scale_net."""
+    backbone_prefix = "model.0.model." if case["config"]["use_norm"] else "model.model."
+    state = dict(case["state_dict"])
+    state[backbone_prefix + "cls_token"] = torch.zeros(1, 1, 8)
+    state[backbone_prefix + "blocks.0.norm1.weight"] = torch.ones(8)
+    state["downsampler.w"] = torch.zeros(14, 14)
+    state["downsampler.attention_net.1.weight"] = torch.zeros(1, case["config"]["dim"])
+    state["scale_net.net.weight"] = torch.zeros(1, case["config"]["dim"], 1, 1)
+    return {"epoch": 0, "global_step": 1000, "pytorch-lightning_version": "1.9.0", "state_dict": state}
+
+
+def test_official_checkpoint_loads_through_hub_cache(tmp_path, monkeypatch):
+    """pretrained=True resolves the release URL and loads it through torch.hub's cache (file:// here)."""
+    case = load_fixture("featup_jbu_norm_d32_h2.pt")
+    served = tmp_path / "served" / "dinov2_jbu_stack_cocostuff.ckpt"
+    served.parent.mkdir()
+    torch.save(_official_checkpoint(case), served)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    monkeypatch.setitem(featup_jbu.RELEASES, "dinov2", served.as_uri())
+    monkeypatch.setitem(featup_jbu.BACKBONE_CHANNELS, "dinov2", case["config"]["dim"])
+    model = build_upsampler("featup_jbu", backbone="dinov2", pretrained=True, progress=False)
+    assert (tmp_path / "torch_home" / "hub" / "checkpoints" / "featup_dinov2_jbu_stack_cocostuff.ckpt").is_file()
+    assert not model.training
+    inputs = case["inputs"]
+    with torch.no_grad():
+        out = model.double()(inputs["features"], inputs["image"], output_size=tuple(case["output"].shape[-2:]))
+    assert relative_errors(out, case["output"])[0] <= 1e-9
+
+
+def test_checkpoint_from_local_path_without_norm(tmp_path):
+    case = load_fixture("featup_jbu_d7_up.pt")
+    path = tmp_path / "no_norm.ckpt"
+    torch.save(_official_checkpoint(case), path)
+    model = build_upsampler("featup_jbu", dim=7, use_norm=False, pretrained=str(path))
+    assert torch.equal(model.residual_conv.weight, case["state_dict"]["upsampler.fixup_proj.1.weight"])
+    assert torch.equal(model.levels[3].range_temp, case["state_dict"]["upsampler.up4.range_temp"])
+
+
+def test_mismatched_checkpoint_lists_the_keys(tmp_path):
+    case = load_fixture("featup_jbu_norm_d32_h2.pt")
+    checkpoint = _official_checkpoint(case)
+    del checkpoint["state_dict"]["upsampler.up2.sigma_spatial"]
+    checkpoint["state_dict"]["upsampler.up5.range_temp"] = torch.tensor(0.0)
+    checkpoint["state_dict"]["upsampler.extra"] = torch.tensor(0.0)
+    path = tmp_path / "bad.ckpt"
+    torch.save(checkpoint, path)
+    with pytest.raises(CheckpointMismatchError) as error:
+        build_upsampler("featup_jbu", dim=32, pretrained=str(path))
+    message = str(error.value)
+    assert "missing keys (1): levels.1.sigma_spatial" in message
+    assert "unexpected keys (2): levels.4.range_temp, upsampler.extra" in message
+    # A use_norm checkpoint into a use_norm=False model: the ChannelNorm keys are unexpected.
+    torch.save(_official_checkpoint(case), path)
+    with pytest.raises(CheckpointMismatchError, match=r"unexpected keys \(2\): channel_norm.bias, channel_norm.weight"):
+        build_upsampler("featup_jbu", dim=32, use_norm=False, pretrained=str(path))
+    mismatch = r"shape mismatches \(4\): channel_norm.bias: checkpoint \(32,\) vs model \(16,\)"
+    with pytest.raises(CheckpointMismatchError, match=mismatch):
+        build_upsampler("featup_jbu", dim=16, pretrained=str(path))
+
+
+def test_training_gradients_reach_every_parameter():
+    model = FeatUpJBU(4, use_norm=True).train()
+    out = model(torch.randn(1, 4, 2, 2), torch.randn(1, 3, 32, 32))
+    out.square().mean().backward()
+    no_grad = [name for name, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert not no_grad, no_grad
