@@ -1,0 +1,97 @@
+"""yacs side: the ``MODEL.VIT``, ``MODEL.UPSAMPLER``, ``MODEL.SFP`` and ``SOLVER`` keys we add,
+and the ``BACKBONE_REGISTRY`` entry that reads them.
+
+    cfg = get_cfg(); add_anyup_config(cfg); cfg.merge_from_file(...)
+    cfg.MODEL.BACKBONE.NAME = "build_upsampled_vit_backbone"
+
+``PRETRAINED`` strings: ``""`` = random init, ``"default"`` = the default weights (timm's hub
+weights for the ViT, the released weights of an upsampler: ``pretrained=True``), anything
+else is passed as is (a release name such as
+``"anyup_multi_backbone"`` or a local path). ``KWARGS`` nodes accept any keys and are passed
+to ``timm.create_model`` / ``build_upsampler``.
+"""
+from typing import Optional, Union
+
+from detectron2.config import CfgNode
+from detectron2.layers import ShapeSpec
+from detectron2.modeling import BACKBONE_REGISTRY
+
+from anyup_dense.backbones.timm_vit import TimmViT
+from anyup_dense.integrations.detectron2.backbone import UpsampledViTBackbone
+from anyup_dense.registry import build_upsampler
+
+
+def add_anyup_config(cfg: CfgNode) -> CfgNode:
+    """Add our keys (with defaults) to a Detectron2 config in place; returns ``cfg``."""
+    cfg.MODEL.VIT = CfgNode()
+    cfg.MODEL.VIT.NAME = "vit_small_patch14_dinov2.lvd142m"
+    cfg.MODEL.VIT.PRETRAINED = ""
+    cfg.MODEL.VIT.OUT_INDEX = -1          # block whose output feeds the upsampler
+    cfg.MODEL.VIT.FINAL_NORM = True       # apply the ViT's last LayerNorm to that output
+    cfg.MODEL.VIT.FROZEN = True
+    cfg.MODEL.VIT.STRIDE = 16             # nominal stride of the ViT map (see backbone.py)
+    cfg.MODEL.VIT.KWARGS = CfgNode(new_allowed=True)
+
+    cfg.MODEL.UPSAMPLER = CfgNode()
+    cfg.MODEL.UPSAMPLER.NAME = ""         # "" = no upsampler (baseline, FACTOR must be 1)
+    cfg.MODEL.UPSAMPLER.FACTOR = 1
+    cfg.MODEL.UPSAMPLER.PRETRAINED = ""
+    cfg.MODEL.UPSAMPLER.FROZEN = True
+    cfg.MODEL.UPSAMPLER.KWARGS = CfgNode(new_allowed=True)
+
+    cfg.MODEL.SFP = CfgNode()             # simple feature pyramid
+    cfg.MODEL.SFP.OUT_CHANNELS = 256
+    cfg.MODEL.SFP.LEVELS = [2, 3, 4, 5]
+    cfg.MODEL.SFP.TOP_BLOCK = "maxpool"   # "maxpool" (+p6), "p6p7" (+p6, p7) or "" (none)
+    cfg.MODEL.SFP.NORM = "LN"
+
+    cfg.SOLVER.OPTIMIZER = "SGD"          # "SGD" or "ADAMW"
+    cfg.SOLVER.VIT_LAYER_DECAY = 1.0      # lr multiplier per ViT block towards the input
+    cfg.SOLVER.BETAS = (0.9, 0.999)       # AdamW only
+    return cfg
+
+
+def parse_pretrained(value: str) -> Union[None, bool, str]:
+    """``""`` -> ``None``; ``"default"`` -> ``True``; otherwise the string itself.
+
+    (A yaml ``"True"`` would not survive: yacs turns it into a bool.)"""
+    if value == "":
+        return None
+    return True if value == "default" else value
+
+
+def _kwargs(node: CfgNode) -> dict:
+    return {key: (list(v) if isinstance(v, tuple) else v) for key, v in node.items()}
+
+
+def vit_from_cfg(cfg: CfgNode) -> TimmViT:
+    """The ``TimmViT`` described by ``cfg.MODEL.VIT``."""
+    c = cfg.MODEL.VIT
+    return TimmViT(c.NAME, pretrained=parse_pretrained(c.PRETRAINED), out_indices=(c.OUT_INDEX,),
+                   norm=c.FINAL_NORM, frozen=c.FROZEN, **_kwargs(c.KWARGS))
+
+
+def upsampler_from_cfg(cfg: CfgNode):
+    """The upsampler described by ``cfg.MODEL.UPSAMPLER`` (``None`` when ``NAME`` is empty).
+
+    ``pretrained`` is passed only when ``PRETRAINED`` is set (the training-free baselines take none)."""
+    c = cfg.MODEL.UPSAMPLER
+    if not c.NAME:
+        return None
+    kwargs = _kwargs(c.KWARGS)
+    if c.PRETRAINED:
+        kwargs["pretrained"] = parse_pretrained(c.PRETRAINED)
+    return build_upsampler(c.NAME, **kwargs)
+
+
+@BACKBONE_REGISTRY.register()
+def build_upsampled_vit_backbone(cfg: CfgNode, input_shape: Optional[ShapeSpec] = None) -> UpsampledViTBackbone:
+    """``MODEL.BACKBONE.NAME: build_upsampled_vit_backbone``; reads the keys of :func:`add_anyup_config`."""
+    if input_shape is not None and input_shape.channels not in (None, 3):
+        raise ValueError(f"the ViT backbone takes 3-channel images, got input_shape {input_shape}")
+    return UpsampledViTBackbone(
+        vit_from_cfg(cfg), upsampler_from_cfg(cfg), cfg.MODEL.UPSAMPLER.FACTOR,
+        upsampler_frozen=cfg.MODEL.UPSAMPLER.FROZEN, vit_stride=cfg.MODEL.VIT.STRIDE,
+        out_channels=cfg.MODEL.SFP.OUT_CHANNELS, levels=cfg.MODEL.SFP.LEVELS,
+        top_block=cfg.MODEL.SFP.TOP_BLOCK or None, norm=cfg.MODEL.SFP.NORM,
+        pixel_mean=cfg.MODEL.PIXEL_MEAN, pixel_std=cfg.MODEL.PIXEL_STD, input_format=cfg.INPUT.FORMAT)
