@@ -10,7 +10,8 @@
 set -euo pipefail
 PY=${1:-python}
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-if "$PY" -c "import detectron2" 2>/dev/null; then
+# Up to date when detectron2 imports and its _C is the current stub (or a real build).
+if "$PY" -c "from detectron2 import _C; _C.get_compiler_version()" 2>/dev/null; then
   echo "detectron2 already installed"; exit 0
 fi
 W=$(mktemp -d)
