@@ -98,3 +98,9 @@ def test_validate_inputs_resolves_size():
     assert validate_inputs(feats, image, [10, 20]) == (10, 20)
     with pytest.raises(ValueError, match="features have 6 channels but this upsampler's weights expect 384"):
         validate_inputs(feats, image, expected_channels=384)
+
+
+def test_baselines_take_pretrained_none_only():
+    assert isinstance(build_upsampler("bilinear", pretrained=None), torch.nn.Module)
+    with pytest.raises(ValueError, match="the bicubic upsampler has no weights; pretrained must be None"):
+        build_upsampler("bicubic", pretrained="anyup_paper")

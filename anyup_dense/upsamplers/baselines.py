@@ -28,11 +28,19 @@ class InterpolationUpsampler(Upsampler):
         return f"mode={self.mode!r}"
 
 
+def _build(mode: str, pretrained=None, **kwargs) -> InterpolationUpsampler:
+    """``pretrained`` is accepted so configs can switch upsamplers by ``type`` alone; these
+    baselines have no weights, so it must be ``None``."""
+    if pretrained is not None:
+        raise ValueError(f"the {mode} upsampler has no weights; pretrained must be None, got {pretrained!r}")
+    return InterpolationUpsampler(mode, **kwargs)
+
+
 @UPSAMPLERS.register("bilinear")
 def build_bilinear(**kwargs) -> InterpolationUpsampler:
-    return InterpolationUpsampler("bilinear", **kwargs)
+    return _build("bilinear", **kwargs)
 
 
 @UPSAMPLERS.register("bicubic")
 def build_bicubic(**kwargs) -> InterpolationUpsampler:
-    return InterpolationUpsampler("bicubic", **kwargs)
+    return _build("bicubic", **kwargs)
