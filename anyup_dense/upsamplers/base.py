@@ -98,10 +98,16 @@ class Upsampler(nn.Module):
 
     Attributes a subclass may set:
       * ``expected_channels``: the feature channel count its weights need (``None``: any C);
-      * ``check_finite``: reject NaN/Inf inputs (off by default: it costs a device sync).
+      * ``check_finite``: reject NaN/Inf inputs (off by default: it costs a device sync);
+      * ``requires_featurizer``: the upsampler runs the backbone itself (FeatSharp's tiles).
+        Its forward then also takes ``featurizer=`` (a callable: ImageNet-normalised crops
+        [N,3,R,R] -> [N,C,R/p,R/p]), and ``model_resolution`` is R: ``features`` must be the
+        featurizer's output on the image resized to R x R. Framework integrations check this
+        flag and pass the backbone.
     """
 
     expected_channels: Optional[int] = None
+    requires_featurizer: bool = False
 
     def __init__(self, check_finite: bool = False):
         super().__init__()

@@ -114,7 +114,7 @@ class UpsampledViTBackbone(Backbone):
         """
         guidance = self.to_imagenet(x)
         size = (grid[0] * self.factor, grid[1] * self.factor)
-        if getattr(self.upsampler, "requires_featurizer", False):
+        if self.upsampler.requires_featurizer:
             resolution = self.upsampler.model_resolution
             view = F.interpolate(guidance, size=(resolution, resolution), mode="bilinear", align_corners=False)
             features = self.featurize(view)
