@@ -1,0 +1,144 @@
+"""Upsampler necks: one ViT map + the guidance image -> high-resolution map(s).
+
+    neck=dict(type='AnyUpNeck', pretrained='anyup_paper')                 # [B,C,H,W]
+    neck=dict(type='AnyUpNeck', out_strides=(4, 8, 16, 32), frozen=False)  # for UPerHead
+
+``UpsamplerNeck`` builds any upsampler of ``anyup_dense.build_upsampler``; ``AnyUpNeck``,
+``FeatUpNeck``, ``FeatSharpNeck`` and ``BilinearNeck`` are the same class with the
+upsampler name fixed (extra keyword arguments go to the upsampler). The neck needs the
+preprocessed image, so it runs inside ``GuidedEncoderDecoder`` / ``GuidedDepthEstimator``.
+"""
+from typing import Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from mmengine.model import BaseModule
+from mmseg.registry import MODELS
+
+from anyup_dense.integrations.mmseg.guidance import backbone_featurizer, image_norm_module
+from anyup_dense.registry import build_upsampler
+
+
+def _split_upsampler_cfg(upsampler: Union[str, dict], extra: dict) -> Tuple[str, dict]:
+    if isinstance(upsampler, str):
+        return upsampler, dict(extra)
+    if isinstance(upsampler, dict) and "type" in upsampler:
+        kwargs = {k: v for k, v in upsampler.items() if k != "type"}
+        kwargs.update(extra)
+        return upsampler["type"], kwargs
+    raise ValueError(f"upsampler must be a name or a dict with a 'type' key, got {upsampler!r}")
+
+
+@MODELS.register_module()
+class UpsamplerNeck(BaseModule):
+    """Upsample backbone map ``in_index`` with a guided upsampler.
+
+    Args:
+        upsampler: ``dict(type=name, **kwargs)`` or a name (``'anyup'``, ``'bilinear'``,
+            ``'featup_jbu'``, ``'featsharp'``, ...); ``**upsampler_kwargs`` are added to it.
+        in_index: which backbone output to upsample.
+        out_strides: output map i has size ``image_size // out_strides[i]``; the upsampler
+            runs once, at the finest stride, and coarser maps are resized from it
+            (bilinear, antialiased). ``(1,)``: one full-resolution map.
+        frozen: ``True`` keeps the upsampler in eval mode without gradients; ``False``
+            trains it with the rest of the model.
+        image_norm: ``dict(mean, std)`` of the data preprocessor (RGB, 0-255 scale), used to
+            convert the image to the ImageNet normalisation upsamplers expect;
+            ``None`` = mmseg's ImageNet values.
+        max_pixels_per_chunk: bound on output pixels attended at once (AnyUp), trading
+            speed for peak memory; ``None`` keeps the upsampler's setting.
+
+    Forward: ``(maps, image [B,3,H,W], backbone)`` -> tuple of ``[B, C, H/s, W/s]``.
+    """
+
+    requires_image = True
+
+    def __init__(self, upsampler: Union[str, dict], in_index: int = -1, out_strides: Sequence[int] = (1,),
+                 frozen: bool = True, image_norm: Optional[dict] = None,
+                 max_pixels_per_chunk: Optional[int] = None, init_cfg=None, **upsampler_kwargs):
+        super().__init__(init_cfg=init_cfg)
+        if not out_strides or any(not isinstance(s, int) or s < 1 for s in out_strides):
+            raise ValueError(f"out_strides must be positive ints, got {out_strides!r}")
+        name, kwargs = _split_upsampler_cfg(upsampler, upsampler_kwargs)
+        self.upsampler_name = name
+        self.upsampler = build_upsampler(name, **kwargs)
+        if max_pixels_per_chunk is not None:
+            if not hasattr(self.upsampler, "max_pixels_per_chunk"):
+                raise ValueError(f"upsampler {name!r} has no max_pixels_per_chunk setting")
+            self.upsampler.max_pixels_per_chunk = max_pixels_per_chunk
+        self.in_index = in_index
+        self.out_strides = tuple(out_strides)
+        self.frozen = frozen
+        self.to_imagenet = image_norm_module(image_norm)
+        if frozen:
+            self.upsampler.requires_grad_(False)
+            self.upsampler.eval()
+
+    def train(self, mode: bool = True) -> "UpsamplerNeck":
+        super().train(mode)
+        if self.frozen:
+            self.upsampler.eval()
+        return self
+
+    def forward(self, inputs: Sequence[torch.Tensor], image: Optional[torch.Tensor] = None,
+                backbone: Optional[nn.Module] = None) -> Tuple[torch.Tensor, ...]:
+        if image is None:
+            raise RuntimeError(
+                f"{type(self).__name__} needs the input image, which a stock segmentor does not pass to "
+                f"its neck: use model type='GuidedEncoderDecoder' (instead of 'EncoderDecoder') or "
+                f"'GuidedDepthEstimator' (instead of 'DepthEstimator')")
+        features = inputs[self.in_index]
+        height, width = image.shape[-2:]
+        finest = min(self.out_strides)
+        size = (max(1, height // finest), max(1, width // finest))
+        extra = {}
+        if self.upsampler.requires_featurizer:
+            if backbone is None:
+                raise RuntimeError(f"{type(self).__name__} ({self.upsampler_name}) needs the backbone as a "
+                                   f"featurizer: use a Guided* segmentor, which passes it")
+            extra["featurizer"] = backbone_featurizer(backbone, self.in_index)
+        guidance = self.to_imagenet(image.to(features.dtype))
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
+            high = self.upsampler(features, guidance, size, **extra)
+        if tuple(high.shape[-2:]) != size:  # upsamplers with a fixed output factor (FeatSharp)
+            high = F.interpolate(high, size=size, mode="bilinear", align_corners=False)
+        return tuple(high if stride == finest else self._resize(high, height // stride, width // stride)
+                     for stride in self.out_strides)
+
+    @staticmethod
+    def _resize(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        return F.interpolate(x, size=(max(1, height), max(1, width)), mode="bilinear", align_corners=False,
+                             antialias=True)
+
+
+@MODELS.register_module()
+class AnyUpNeck(UpsamplerNeck):
+    """``UpsamplerNeck`` with AnyUp; e.g. ``pretrained='anyup_paper'``, ``qk_dim=...``."""
+
+    def __init__(self, **kwargs):
+        super().__init__(upsampler="anyup", **kwargs)
+
+
+@MODELS.register_module()
+class FeatUpNeck(UpsamplerNeck):
+    """``UpsamplerNeck`` with FeatUp's JBU stack; e.g. ``backbone='dinov2', pretrained=True``."""
+
+    def __init__(self, **kwargs):
+        super().__init__(upsampler="featup_jbu", **kwargs)
+
+
+@MODELS.register_module()
+class FeatSharpNeck(UpsamplerNeck):
+    """``UpsamplerNeck`` with FeatSharp; the segmentor's backbone becomes its featurizer."""
+
+    def __init__(self, **kwargs):
+        super().__init__(upsampler="featsharp", **kwargs)
+
+
+@MODELS.register_module()
+class BilinearNeck(UpsamplerNeck):
+    """``UpsamplerNeck`` with bilinear interpolation (the training-free baseline)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(upsampler="bilinear", **kwargs)

@@ -1,0 +1,70 @@
+"""Segmentors that hand the preprocessed image (and the backbone) to a neck that asks for it.
+
+They differ from mmseg's ``EncoderDecoder`` / ``DepthEstimator`` only in ``extract_feat``,
+which every path (loss, whole and slide inference, TTA) goes through, so each crop of a
+sliding window gets its own crop as guidance. A neck asks by ``requires_image = True``; any
+other neck is called exactly as in the stock segmentor.
+"""
+from typing import List, Optional, Sequence
+
+import torch
+import torch.nn as nn
+from mmengine.structures import PixelData
+from mmseg.models.segmentors import DepthEstimator, EncoderDecoder
+from mmseg.registry import MODELS
+
+
+def guided_neck(neck: nn.Module, maps: Sequence[torch.Tensor], image: torch.Tensor, backbone: nn.Module):
+    """``neck(maps, image=image, backbone=backbone)`` for necks that ask for the image,
+    ``neck(maps)`` otherwise. ``image`` is the preprocessed batch [B,3,H,W]."""
+    if getattr(neck, "requires_image", False):
+        return neck(maps, image=image, backbone=backbone)
+    return neck(maps)
+
+
+@MODELS.register_module()
+class GuidedEncoderDecoder(EncoderDecoder):
+    """``EncoderDecoder`` whose neck may see the input image; same arguments."""
+
+    def extract_feat(self, inputs: torch.Tensor) -> List[torch.Tensor]:
+        """inputs [B,3,H,W] -> backbone maps, passed through the (guided) neck."""
+        x = self.backbone(inputs)
+        if self.with_neck:
+            x = guided_neck(self.neck, x, inputs, self.backbone)
+        return x
+
+
+@MODELS.register_module()
+class GuidedDepthEstimator(DepthEstimator):
+    """``DepthEstimator`` whose neck may see the input image; same arguments."""
+
+    def extract_feat(self, inputs: torch.Tensor, batch_img_metas: Optional[List[dict]] = None):
+        """inputs [B,3,H,W] -> backbone maps, passed through the (guided) neck. Backbones with
+        ``class_embed_select`` get ``(inputs, category_ids)`` as in the stock estimator."""
+        backbone_inputs = inputs
+        if getattr(self.backbone, "class_embed_select", False) and isinstance(batch_img_metas, list) \
+                and "category_id" in batch_img_metas[0]:
+            cat_ids = torch.tensor([meta["category_id"] for meta in batch_img_metas], device=inputs.device)
+            backbone_inputs = (inputs, cat_ids)
+        x = self.backbone(backbone_inputs)
+        if self.with_neck:
+            x = guided_neck(self.neck, x, inputs, self.backbone)
+        return x
+
+
+@MODELS.register_module()
+class GuidedNormalEstimator(GuidedDepthEstimator):
+    """``GuidedDepthEstimator`` for surface normals: the head predicts [B,3,H,W] unit
+    vectors; results are re-normalised after resizing, the x component is negated for
+    horizontally flipped inputs, and they are stored as ``pred_normal_map``."""
+
+    def postprocess_result(self, normals: torch.Tensor, data_samples=None):
+        samples = super().postprocess_result(normals, data_samples)
+        for sample in samples:
+            pred = sample.pred_depth_map.data
+            if sample.metainfo.get("flip") and sample.metainfo.get("flip_direction") == "horizontal":
+                pred = pred * pred.new_tensor([-1.0, 1.0, 1.0]).view(3, 1, 1)
+            pred = torch.nn.functional.normalize(pred, dim=0)
+            del sample.pred_depth_map
+            sample.set_data(dict(pred_normal_map=PixelData(data=pred)))
+        return samples
