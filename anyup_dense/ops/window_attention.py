@@ -13,10 +13,12 @@ probabilities are **averaged** and applied to the raw values ``v`` (any channel 
 
 Backends (all give the same numbers up to float rounding):
   * ``reference``: the dense masked formula, O(Ho*Wo*h*w) memory. Tests only.
-  * ``torch``: per chunk of output rows, scores each query against the key rows of its
-    window (a batched matmul over the row band), gathers the window's columns, takes the
-    softmax over the window only, and applies it with a second matmul. Peak memory is bounded
-    by the chunk, never by the image; no dense mask or logits are built.
+  * ``torch``: splits the output grid into tiles of about one key cell (Ho//h x Wo//w
+    pixels); a tile's windows all lie inside a small union rectangle (the window plus about
+    one key row/column). Per chunk of tiles it gathers the union's keys and values, scores
+    each pixel against its union with one batched matmul, masks keys outside the pixel's own
+    window, takes the softmax, averages heads and applies a second batched matmul. Peak
+    memory is bounded by the chunk, never by the image; no dense mask or logits are built.
   * ``triton``: the GPU kernel (``anyup_dense.ops.window_attention_triton``) where present.
 """
 import math
@@ -26,8 +28,9 @@ import torch
 
 BACKENDS = ("auto", "reference", "torch", "triton")
 
-# Elements of the per-chunk score tensor [B, heads, rows, Wo, Kh, w] in the torch backend
-# (2**24 float32 = 64 MiB; a few such buffers live at once).
+# Elements of the largest per-chunk buffer of the torch backend (scores [B, heads, tiles,
+# pixels, union] or gathered values [B, tiles, union, C]); 2**24 float32 = 64 MiB, a few
+# such buffers live at once.
 DEFAULT_CHUNK_ELEMENTS = 2 ** 24
 
 
@@ -88,67 +91,86 @@ def window_attention_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
     return (out, probs) if return_probs else out
 
 
-def _axis_windows(out_len: int, in_len: int, ratio: float, device):
-    """Index [out_len, K] of each window's keys (clamped) and its validity mask; K = widest window."""
+def _tile_windows(out_len: int, in_len: int, ratio: float, tile: int, device):
+    """Tiles of ``tile`` consecutive output positions along one axis and their union windows.
+
+    Window bounds are non-decreasing in the position, so a tile's union is
+    [start(first), end(last)). Returns
+      * ``positions`` [T, tile]: output positions of each tile (the last tile is padded by
+        repeating the final position);
+      * ``keys`` [T, U]: key indices of each union window, clamped into range (U = widest);
+      * ``outside`` [T, tile, U]: True where a key lies outside that position's own window
+        (always True for the clamped padding keys).
+    """
     start, end = window_bounds(out_len, in_len, ratio, device)
-    width = int((end - start).max())
-    offsets = torch.arange(width, device=device)
-    index = (start[:, None] + offsets).clamp(max=in_len - 1)
-    valid = offsets[None, :] < (end - start)[:, None]
-    return index, valid
+    n_tiles = -(-out_len // tile)
+    positions = torch.arange(n_tiles * tile, device=device).view(n_tiles, tile).clamp(max=out_len - 1)
+    first = start[positions[:, 0]]
+    width = int((end[positions[:, -1]] - first).max())
+    keys = first[:, None] + torch.arange(width, device=device)  # [T, U], unclamped
+    outside = (keys[:, None, :] < start[positions][..., None]) | (keys[:, None, :] >= end[positions][..., None])
+    return positions, keys.clamp(max=in_len - 1), outside
 
 
-def rows_per_chunk(out_hw: Tuple[int, int], key_rows: int, key_cols: int, batch_heads: int,
-                   max_pixels_per_chunk: Optional[int] = None,
-                   max_elements: int = DEFAULT_CHUNK_ELEMENTS) -> int:
-    """Output rows per chunk: bounded by ``max_pixels_per_chunk`` output pixels if given,
-    else by ``max_elements`` entries of the chunk's score tensor. At least one row."""
-    ho, wo = out_hw
+def tiles_per_chunk(grid: Tuple[int, int], per_tile_pixels: int, per_tile_elements: int,
+                    max_pixels_per_chunk: Optional[int] = None,
+                    max_elements: int = DEFAULT_CHUNK_ELEMENTS) -> Tuple[int, int]:
+    """(tile rows, tile columns) per chunk of a grid of (rows, cols) tiles.
+
+    The chunk holds at most ``max_pixels_per_chunk`` output pixels if given, else at most
+    ``max_elements`` buffer entries (``per_tile_elements`` per tile); whole tile rows when
+    they fit, else part of one tile row; at least one tile.
+    """
     if max_pixels_per_chunk is not None:
         if max_pixels_per_chunk < 1:
             raise ValueError(f"max_pixels_per_chunk must be >= 1, got {max_pixels_per_chunk}")
-        return max(1, min(ho, max_pixels_per_chunk // wo))
-    per_row = batch_heads * wo * key_rows * key_cols
-    return max(1, min(ho, max_elements // max(per_row, 1)))
+        budget = max_pixels_per_chunk // per_tile_pixels
+    else:
+        budget = max_elements // max(per_tile_elements, 1)
+    rows, cols = grid
+    if budget >= cols:
+        return min(rows, budget // cols), cols
+    return 1, max(1, budget)
 
 
 def window_attention_torch(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ratio: float,
                            max_pixels_per_chunk: Optional[int] = None) -> torch.Tensor:
-    """Gathered-window path. q [B,nH,Ho,Wo,d], k [B,nH,h,w,d], v [B,C,h,w] -> [B,C,Ho,Wo].
+    """Tiled union-window path. q [B,nH,Ho,Wo,d], k [B,nH,h,w,d], v [B,C,h,w] -> [B,C,Ho,Wo].
 
-    Per chunk of output rows: scores against the key rows of each row's window
-    [B,nH,rows,Wo,Kh,w] (one matmul), gather each pixel's window columns
-    [B,nH,rows,Wo,Kh,Kw], mask truncated entries, softmax over the window, average heads,
-    scatter the probabilities back onto the row band and multiply with the band's values.
+    Per chunk of n output tiles (tr x tc pixels each, union window Uh x Uw keys):
+    queries [B,nH,n,tr*tc,d] @ union keys [B,nH,n,d,Uh*Uw] -> scores; keys outside each
+    pixel's window are set to -inf; softmax, mean over heads -> [B,n,tr*tc,Uh*Uw];
+    @ union values [B,n,Uh*Uw,C]. The result is a (non-contiguous) view of a [B,Ho,Wo,C] buffer.
     """
     _check_shapes(q, k, v)
     b, nh, ho, wo, d = q.shape
     h, w = k.shape[2:4]
     c = v.shape[1]
-    row_index, row_valid = _axis_windows(ho, h, ratio, q.device)  # [Ho, Kh]
-    col_index, col_valid = _axis_windows(wo, w, ratio, q.device)  # [Wo, Kw]
-    kh, kw = row_index.shape[1], col_index.shape[1]
+    row_pos, row_keys, row_outside = _tile_windows(ho, h, ratio, max(1, ho // h), q.device)
+    col_pos, col_keys, col_outside = _tile_windows(wo, w, ratio, max(1, wo // w), q.device)
+    (nr, tr), (nc, tc) = row_pos.shape, col_pos.shape
+    uh, uw = row_keys.shape[1], col_keys.shape[1]
+    step_r, step_c = tiles_per_chunk((nr, nc), tr * tc, b * uh * uw * max(nh * tr * tc, c),
+                                     max_pixels_per_chunk)
     q = q * (1.0 / math.sqrt(d))
-    v_rows = v.permute(0, 2, 3, 1)  # [B, h, w, C]
-    out = q.new_empty(b, ho, wo, c)
-    step = rows_per_chunk((ho, wo), kh, w, b * nh, max_pixels_per_chunk)
-    for i0 in range(0, ho, step):
-        i1 = min(ho, i0 + step)
-        rows = row_index[i0:i1]  # [n, Kh]
-        n = i1 - i0
-        k_band = k[:, :, rows]  # [B, nH, n, Kh, w, d]
-        scores = q[:, :, i0:i1] @ k_band.reshape(b, nh, n, kh * w, d).transpose(-1, -2)  # [B,nH,n,Wo,Kh*w]
-        scores = scores.view(b, nh, n, wo, kh, w)
-        gather_index = col_index[None, None, None, :, None, :].expand(b, nh, n, wo, kh, kw)
-        window = scores.gather(-1, gather_index)  # [B, nH, n, Wo, Kh, Kw]
-        valid = row_valid[i0:i1, None, :, None] & col_valid[None, :, None, :]  # [n, Wo, Kh, Kw]
-        window = window.masked_fill(~valid, float("-inf"))
-        probs = window.flatten(-2).softmax(dim=-1).mean(dim=1)  # [B, n, Wo, Kh*Kw]
-        band_probs = probs.new_zeros(b, n, wo, kh, w)
-        band_probs.scatter_add_(-1, gather_index[:, 0], probs.view(b, n, wo, kh, kw))
-        v_band = v_rows[:, rows].reshape(b, n, kh * w, c)  # [B, n, Kh*w, C]
-        out[:, i0:i1] = band_probs.view(b, n, wo, kh * w) @ v_band
-    return out.permute(0, 3, 1, 2)
+    v_last = v.permute(0, 2, 3, 1)  # [B, h, w, C]
+    out = q.new_empty(b, nr * tr, nc * tc, c)
+    out_tiles = out.view(b, nr, tr, nc, tc, c)
+    for r0 in range(0, nr, step_r):
+        rows = slice(r0, min(nr, r0 + step_r))
+        for c0 in range(0, nc, step_c):
+            cols = slice(c0, min(nc, c0 + step_c))
+            n_r, n_c = row_pos[rows].shape[0], col_pos[cols].shape[0]
+            qpix = (row_pos[rows][:, None, :, None], col_pos[cols][None, :, None, :])  # -> [n_r, n_c, tr, tc]
+            kpix = (row_keys[rows][:, None, :, None], col_keys[cols][None, :, None, :])  # -> [n_r, n_c, Uh, Uw]
+            scores = (q[:, :, qpix[0], qpix[1]].reshape(b, nh, n_r, n_c, tr * tc, d)
+                      @ k[:, :, kpix[0], kpix[1]].reshape(b, nh, n_r, n_c, uh * uw, d).transpose(-1, -2))
+            outside = (row_outside[rows][:, None, :, None, :, None]
+                       | col_outside[cols][None, :, None, :, None, :]).reshape(n_r, n_c, tr * tc, uh * uw)
+            probs = scores.masked_fill(outside, float("-inf")).softmax(dim=-1).mean(dim=1)
+            tile_out = probs @ v_last[:, kpix[0], kpix[1]].reshape(b, n_r, n_c, uh * uw, c)  # [B,n_r,n_c,tr*tc,C]
+            out_tiles[:, rows, :, cols] = tile_out.view(b, n_r, n_c, tr, tc, c).transpose(2, 3)
+    return out[:, :ho, :wo].permute(0, 3, 1, 2)
 
 
 def triton_available(device: torch.device) -> bool:
