@@ -4,6 +4,7 @@ Triton kernels run on the CPU through its interpreter; the flag must be set befo
 is first imported, so it is set here, before any test module imports anything. On a
 machine with CUDA the real compiled path is tested instead.
 """
+import importlib.util
 import os
 import pathlib
 
@@ -13,6 +14,7 @@ import torch
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
+ROOT = pathlib.Path(__file__).resolve().parents[1]
 FIXTURES = pathlib.Path(__file__).parent / "fixtures"
 
 
@@ -25,3 +27,12 @@ def _deterministic():
 def load_fixture(name: str) -> dict:
     """A parity case from tests/fixtures (format: tests/fixtures/README.md)."""
     return torch.load(FIXTURES / name, weights_only=True)
+
+
+def load_tool(name: str):
+    """Import ``tools/<name>.py`` by path (detectron2 installs a site-packages ``tools``
+    package, and ``test`` is a standard-library package, so plain imports can shadow ours)."""
+    spec = importlib.util.spec_from_file_location(f"anyup_tools_{name}", ROOT / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -1,26 +1,14 @@
 """Shared helpers for the Detectron2 tests (no tests here): the synthetic COCO set and the
 overrides that shrink a config to a tiny ViT on 64-128 px images."""
-import importlib.util
-import pathlib
-
 import pytest
 
-d2 = pytest.importorskip("anyup_dense.integrations.detectron2", reason="detectron2 is not installed")
-
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+import anyup_dense.integrations.detectron2 as d2
+from conftest import ROOT, load_tool
 CONFIG_DIR = ROOT / "configs" / "detectron2"
 TINY_VIT = {"img_size": 56, "depth": 2, "embed_dim": 32, "num_heads": 2}
 TINY_UPSAMPLER = {"anyup": {"qk_dim": 16}, "featsharp": {"dim": 32, "model_resolution": 28}}
 TINY_VIT_FOR = {"featup_jbu": {"embed_dim": 384, "num_heads": 6}}  # its 'dinov2' weights fix C = 384
 TINY_ANCHORS = [[8], [16], [32], [64], [128]]
-
-
-def load_tool(name: str):
-    """Import ``tools/<name>.py`` by path (a site-packages ``tools`` package shadows ours)."""
-    spec = importlib.util.spec_from_file_location(f"anyup_tools_{name}", ROOT / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="session")

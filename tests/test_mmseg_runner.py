@@ -6,19 +6,17 @@ mmseg/our evaluators.
 """
 import math
 import pathlib
-import sys
 
 import pytest
 
-pytest.importorskip("mmseg")
-import anyup_dense  # noqa: E402
 import anyup_dense.integrations.mmseg  # noqa: E402,F401
 from mmengine import Config  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tools"))
-from make_synthetic_mmseg import make_synthetic  # noqa: E402
+from conftest import ROOT as REPO
+from conftest import load_tool
+
+make_synthetic = load_tool("make_synthetic_mmseg").make_synthetic
 
 CONFIGS = REPO / "configs" / "mmseg"
 CROP = 56
@@ -31,17 +29,6 @@ TINY_NECKS = {
     "featup": dict(backbone=None, dim=32, pretrained=None),
     "featsharp": dict(dim=32, model_resolution=CROP, num_heads=2),
 }
-UPSAMPLER_OF = dict(bilinear="bilinear", anyup="anyup", featup="featup_jbu", featsharp="featsharp")
-
-
-def needs_upsampler(neck: str):
-    """Mark for necks whose upsampler lives in another module (runs once it is registered)."""
-    name = UPSAMPLER_OF[neck]
-    return pytest.mark.skipif(name not in anyup_dense.list_upsamplers(), reason=f"upsampler {name!r} not registered")
-
-
-def neck_params(neck: str):
-    return [pytest.param(n, marks=needs_upsampler(n)) for n in ([neck] if isinstance(neck, str) else neck)]
 
 
 @pytest.fixture(scope="session")
@@ -84,7 +71,7 @@ def assert_finite_in(metrics: dict, keys, low: float, high: float) -> None:
         assert math.isfinite(value) and low <= value <= high, f"{key}={value}"
 
 
-@pytest.mark.parametrize("neck", neck_params(["bilinear", "anyup", "featup", "featsharp"]))
+@pytest.mark.parametrize("neck", ["bilinear", "anyup", "featup", "featsharp"])
 def test_segmentation_probe_trains_and_evaluates(neck, synthetic_root, tmp_path):
     config = CONFIGS / "linear_probe" / f"{neck}_vit-s14-dinov2_linear-probe_ade20k-151_448x448.py"
     metrics = train_and_validate(tiny_config(config, synthetic_root, tmp_path, neck))
@@ -113,7 +100,7 @@ def test_coco_stuff_labels_are_coarse(synthetic_root, tmp_path):
     assert set(labels) <= {9, 17, 23, 18, 255} and 255 in labels and len(labels) >= 3
 
 
-@pytest.mark.parametrize("neck", neck_params(["bilinear", "anyup"]))
+@pytest.mark.parametrize("neck", ["bilinear", "anyup"])
 def test_depth_probe_trains_and_evaluates(neck, synthetic_root, tmp_path):
     config = CONFIGS / "depth_probe" / f"{neck}_vit-s14-dinov2_depth-probe_nyu_224x224.py"
     cfg = tiny_config(config, synthetic_root, tmp_path, neck)
@@ -122,7 +109,7 @@ def test_depth_probe_trains_and_evaluates(neck, synthetic_root, tmp_path):
     assert_finite_in(metrics, ("abs_rel", "rmse", "silog"), 0.0, 100.0)
 
 
-@pytest.mark.parametrize("neck", neck_params(["bilinear", "anyup"]))
+@pytest.mark.parametrize("neck", ["bilinear", "anyup"])
 def test_normal_probe_trains_and_evaluates(neck, synthetic_root, tmp_path):
     config = CONFIGS / "normal_probe" / f"{neck}_vit-s14-dinov2_normal-probe_nyu_224x224.py"
     cfg = tiny_config(config, synthetic_root, tmp_path, neck)
@@ -130,3 +117,21 @@ def test_normal_probe_trains_and_evaluates(neck, synthetic_root, tmp_path):
     assert_finite_in(metrics, ("normal/mean", "normal/median", "normal/rmse"), 0.0, 180.0)
     assert_finite_in(metrics, ("normal/a11.25", "normal/a22.5", "normal/a30"), 0.0, 1.0)
     assert metrics["normal/a11.25"] <= metrics["normal/a22.5"] <= metrics["normal/a30"]
+
+
+def test_train_and_test_tools_round_trip(synthetic_root, tmp_path):
+    """tools/train.py, then tools/test.py on the saved checkpoint (the CLI path users run):
+    the test tool's metrics are those of the trained model held in memory."""
+    test_tool, train_tool = load_tool("test"), load_tool("train")
+
+    config = CONFIGS / "linear_probe" / "anyup_vit-s14-dinov2_linear-probe_ade20k-151_448x448.py"
+    config_file = tmp_path / "tiny.py"
+    tiny_config(config, synthetic_root, tmp_path / "train", "anyup", epochs=1).dump(str(config_file))
+    runner = train_tool.main([str(config_file), "--work-dir", str(tmp_path / "train")])
+    trained_metrics = runner.val_loop.run()
+    checkpoint = tmp_path / "train" / "epoch_1.pth"
+    tested_metrics = test_tool.main([str(config_file), str(checkpoint), "--work-dir", str(tmp_path / "test")])
+    assert_finite_in(tested_metrics, ("aAcc", "mIoU", "mAcc"), 0.0, 100.0)
+    assert tested_metrics == pytest.approx(trained_metrics)
+    with pytest.raises(FileNotFoundError):
+        test_tool.main([str(config_file), str(tmp_path / "missing.pth"), "--work-dir", str(tmp_path / "test")])

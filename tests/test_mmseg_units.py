@@ -7,7 +7,6 @@ import pathlib
 import numpy as np
 import pytest
 
-pytest.importorskip("mmseg")
 import anyup_dense.integrations.mmseg as integration  # noqa: E402
 import torch  # noqa: E402
 from mmengine import Config  # noqa: E402
