@@ -120,7 +120,14 @@ def taps_to_pixel_kernels(kernel: torch.Tensor) -> torch.Tensor:
     return kernel.permute(0, 2, 3, 1).reshape(b, h, w, d, d)
 
 
-def apply_jbu_kernel(source: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
-    """Reflect-pad already resized features [B, C, H, W] by r and apply kernels [B, H, W, d, d]."""
+def apply_jbu_kernel(source: torch.Tensor, kernels: torch.Tensor, mode: str) -> torch.Tensor:
+    """Resize low-res features [B, C, h, w] to the kernels' grid (``mode`` interpolation,
+    align_corners=False), reflect-pad by r and apply kernels [B, H, W, d, d] -> [B, C, H, W].
+
+    The resized map is a temporary of the padding call, so at most one full-size copy of
+    the source (the padded one) is alive during the convolution."""
     radius = kernels.shape[-1] // 2
-    return adaptive_conv(F.pad(source, [radius] * 4, mode="reflect"), kernels)
+    resized_size = tuple(kernels.shape[1:3])
+    padded = F.pad(F.interpolate(source, size=resized_size, mode=mode, align_corners=False), [radius] * 4,
+                   mode="reflect")
+    return adaptive_conv(padded, kernels)

@@ -49,8 +49,7 @@ class FeatSharpJBULevel(nn.Module):
 
     def forward(self, source: torch.Tensor, guidance: torch.Tensor) -> torch.Tensor:
         """source [B, C, h, w], guidance [B, 3, H, W] -> [B, C, H, W]."""
-        resized = F.interpolate(source, size=guidance.shape[-2:], mode="bilinear", align_corners=False)
-        return apply_jbu_kernel(resized, self.kernels(guidance))
+        return apply_jbu_kernel(source, self.kernels(guidance), mode="bilinear")
 
 
 class FeatSharpJBU(nn.Module):

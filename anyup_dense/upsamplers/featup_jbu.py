@@ -87,8 +87,7 @@ class JBULevel(nn.Module):
 
     def forward(self, source: torch.Tensor, guidance: torch.Tensor) -> torch.Tensor:
         """source [B, C, h, w], guidance [B, 3, H, W] -> [B, C, H, W]."""
-        resized = F.interpolate(source, size=guidance.shape[-2:], mode="bicubic", align_corners=False)
-        return apply_jbu_kernel(resized, self.kernels(guidance))
+        return apply_jbu_kernel(source, self.kernels(guidance), mode="bicubic")
 
 
 class FeatUpJBU(Upsampler):
@@ -120,7 +119,8 @@ class FeatUpJBU(Upsampler):
         for level in self.levels:
             guidance = F.adaptive_avg_pool2d(image, (2 * x.shape[-2], 2 * x.shape[-1]))
             x = level(x, guidance)
-        return x + FIXUP_WEIGHT * self.residual_conv(self.residual_dropout(x))
+        fixup = self.residual_conv(self.residual_dropout(x))
+        return fixup.mul_(FIXUP_WEIGHT).add_(x)  # x + 0.1 * fixup, without a third full-size buffer
 
     def upsample(self, features: torch.Tensor, image: torch.Tensor, output_size: Tuple[int, int]) -> torch.Tensor:
         out = self.upsample_native(features, image)
