@@ -1,10 +1,15 @@
-"""Time and peak memory of the upsamplers (and of the JBU adaptive-conv op) vs output size.
+"""Time and peak memory of the upsamplers (and of their hot ops) vs output size.
 
 Each case is one upsampler (or op), backend, output size S and channel count C, with
 features [B, C, S//14, S//14] and a guidance image of S x S. For every case it measures the
 forward time (no grad), the forward+backward time (gradients for the features and the
 weights) and the peak memory of each. Rows of our fast paths are shown side by side with
 their reference (AnyUp's dense ``reference`` backend; JBU's ``adaptive_conv_unfold``).
+Op-level cases isolate the hot spots: ``attn_op`` is AnyUp's window attention alone
+(q/k of the released width, values with C channels) per backend, ``jbu_op`` the JBU
+adaptive convolution. FeatSharp runs at model resolution S (its native N = 2 S / 14 map
+resized to S) with a stand-in featurizer (a fixed 1x1 projection of pooled crops), so its
+rows time the upsampler, not a backbone.
 
   * CUDA: CUDA events after warm-up, median of repeats; peak = torch.cuda.max_memory_allocated
     minus the allocation before the call.
@@ -33,10 +38,10 @@ import torch
 PATCH = 14
 QK_DIM, HEADS = 128, 4  # AnyUp's released attention width and heads
 JBU_TAPS = 7 * 7  # FeatUp JBU kernel (radius 3)
-UPSAMPLERS = ("bilinear", "anyup", "featup_jbu", "featsharp", "jbu_op")
+UPSAMPLERS = ("bilinear", "anyup", "featup_jbu", "featsharp", "attn_op", "jbu_op")
 ANYUP_BACKENDS = ("reference", "torch", "triton")
 JBU_OPS = ("adaptive_conv_unfold", "adaptive_conv")
-REFERENCE_VARIANT = {"anyup": "reference", "jbu_op": "adaptive_conv_unfold"}
+REFERENCE_VARIANT = {"anyup": "reference", "attn_op": "reference", "jbu_op": "adaptive_conv_unfold"}
 GIB = 2 ** 30
 MIB = 2 ** 20
 
@@ -65,14 +70,34 @@ def estimate_bytes(case: Case, backward: bool, element_size: int = 4) -> int:
     b, c, q = case.batch, case.channels, case.size ** 2
     n = case.feature_size ** 2
     out = b * c * q
-    if case.name == "anyup":
+    if case.name in ("anyup", "attn_op"):
         attention = {"reference": 2 * b * HEADS * q * n + q * n, "torch": 4 * 2 ** 24, "triton": 0}[case.variant]
-        elements = 6 * b * QK_DIM * q + 2 * out + attention  # full-resolution encoders + output
+        encoders = 6 * b * QK_DIM * q if case.name == "anyup" else 2 * b * QK_DIM * q  # or just q, k
+        elements = encoders + 2 * out + attention
     elif case.name == "jbu_op":
         elements = (JBU_TAPS + 2) * out if case.variant == "adaptive_conv_unfold" else 3 * out + b * JBU_TAPS * q
     else:
         elements = (2 if case.name == "bilinear" else 8) * out
     return elements * element_size * (3 if backward else 1)
+
+
+def _runner(forward: Callable[[bool], torch.Tensor], inputs: List[torch.Tensor],
+            model: Optional[torch.nn.Module] = None) -> Callable[[bool], torch.Tensor]:
+    """``run(backward)``: forward (no grad) or forward + backward through ``inputs`` (and
+    ``model``'s weights), clearing the gradients afterwards."""
+    def run(backward: bool) -> torch.Tensor:
+        with torch.set_grad_enabled(backward):
+            for tensor in inputs:
+                tensor.requires_grad_(backward)
+            out = forward(backward)
+            if backward:
+                out.sum().backward()
+                for tensor in inputs:
+                    tensor.grad = None
+                if model is not None:
+                    model.zero_grad(set_to_none=True)
+        return out
+    return run
 
 
 def _build(case: Case, device: torch.device) -> Callable[[bool], torch.Tensor]:
@@ -84,33 +109,28 @@ def _build(case: Case, device: torch.device) -> Callable[[bool], torch.Tensor]:
         op = getattr(jbu, case.variant)
         source = torch.randn(b, c, s + 6, s + 6, device=device)
         kernels = torch.rand(b, s, s, 7, 7, device=device)
+        return _runner(lambda backward: op(source, kernels), [source, kernels])
+    if case.name == "attn_op":
+        from anyup_dense.ops.window_attention import window_attention
 
-        def run(backward: bool) -> torch.Tensor:
-            with torch.set_grad_enabled(backward):
-                src, ker = source.requires_grad_(backward), kernels.requires_grad_(backward)
-                out = op(src, ker)
-                if backward:
-                    out.sum().backward()
-                    src.grad = ker.grad = None
-            return out
-        return run
+        q = torch.randn(b, HEADS, s, s, QK_DIM // HEADS, device=device)
+        k = torch.randn(b, HEADS, f, f, QK_DIM // HEADS, device=device)
+        v = torch.randn(b, c, f, f, device=device)
+        return _runner(lambda backward: window_attention(q, k, v, 0.1, backend=case.variant), [q, k, v])
 
     import anyup_dense
 
-    kwargs = {"anyup": {"backend": case.variant}, "featup_jbu": {"dim": c}, "featsharp": {"dim": c}}
+    kwargs = {"anyup": {"backend": case.variant}, "featup_jbu": {"dim": c},
+              "featsharp": {"dim": c, "model_resolution": f * PATCH, "patch_size": PATCH}}
     model = anyup_dense.build_upsampler(case.name, **kwargs.get(case.name, {})).to(device)
     features = torch.randn(b, c, f, f, device=device)
     image = torch.randn(b, 3, s, s, device=device)
-
-    def run(backward: bool) -> torch.Tensor:
-        with torch.set_grad_enabled(backward):
-            out = model(features.requires_grad_(backward), image, (s, s))
-            if backward:
-                out.sum().backward()
-                features.grad = None
-                model.zero_grad(set_to_none=True)
-        return out
-    return run
+    extra = {}
+    if model.requires_featurizer:
+        projection = torch.randn(c, 3, device=device)
+        extra["featurizer"] = lambda crops: torch.einsum(
+            "ck,nkhw->nchw", projection, torch.nn.functional.adaptive_avg_pool2d(crops, (f, f)))
+    return _runner(lambda backward: model(features, image, (s, s), **extra), [features], model)
 
 
 def _time(run: Callable, backward: bool, device: torch.device, warmup: int, repeats: int) -> float:
@@ -193,7 +213,7 @@ def measure_in_subprocess(case: Case, args) -> Dict[str, object]:
 def make_cases(args) -> List[Case]:
     cases = []
     for name in args.upsamplers:
-        variants = {"anyup": args.backends, "jbu_op": JBU_OPS}.get(name, [""])
+        variants = {"anyup": args.backends, "attn_op": args.backends, "jbu_op": JBU_OPS}.get(name, [""])
         for size in args.sizes:
             for channels in args.channels:
                 for variant in variants:
@@ -211,7 +231,7 @@ def available(case: Case, device: torch.device) -> Optional[str]:
         except ImportError:
             return "anyup_dense.ops.jbu not present"
         return None if hasattr(jbu, case.variant) else f"jbu.{case.variant} not present"
-    if case.name not in anyup_dense.list_upsamplers():
+    if case.name != "attn_op" and case.name not in anyup_dense.list_upsamplers():
         return f"upsampler {case.name!r} not registered"
     if case.variant == "triton":
         from anyup_dense.ops.window_attention import triton_available
