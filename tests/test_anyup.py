@@ -172,3 +172,28 @@ def test_checkpoint_mismatch_lists_keys(tmp_path):
 def test_unknown_pretrained_name():
     with pytest.raises(FileNotFoundError, match="neither a release name.*'anyup_paper'"):
         build_upsampler("anyup", pretrained="anyup_papr")
+
+
+def test_checkpointed_encoders_give_identical_gradients():
+    """checkpoint_encoders recomputes the encoders in backward: same output, same gradients."""
+    torch.manual_seed(1)
+    plain = AnyUp(qk_dim=16, num_heads=2).double()
+    checkpointed = AnyUp(qk_dim=16, num_heads=2, checkpoint_encoders=True).double()
+    checkpointed.load_state_dict(plain.state_dict())
+    feats = torch.randn(1, 6, 4, 5, dtype=torch.float64)
+    image = torch.randn(1, 3, 24, 30, dtype=torch.float64)
+    grads = []
+    for model in (plain, checkpointed):
+        f = feats.clone().requires_grad_()
+        out = model(f, image, output_size=(20, 26))
+        (out * torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view_as(out)).sum().backward()
+        grads.append([f.grad] + [p.grad for p in model.parameters()])
+    assert all(g0 is None and g1 is None or torch.allclose(g0, g1, rtol=1e-12, atol=1e-14)
+               for g0, g1 in zip(*grads))
+    assert grads[1][-1] is not None and checkpointed.rope.freqs.grad.abs().sum() > 0
+
+
+def test_wrong_guidance_channels():
+    model = AnyUp(qk_dim=16, num_heads=2, input_dim=4)
+    with pytest.raises(ValueError, match="image must have 4 channels"):
+        model(torch.randn(1, 5, 4, 4), torch.randn(1, 3, 16, 16))

@@ -18,6 +18,7 @@ from typing import Optional, Tuple
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 from anyup_dense.ops.window_attention import window_attention
 from anyup_dense.registry import UPSAMPLERS
@@ -98,17 +99,22 @@ class AnyUp(Upsampler):
         input_dim: guidance image channels.
         backend: window-attention backend ("auto", "torch", "triton", "reference").
         max_pixels_per_chunk: bound on output pixels attended at once (torch backend).
+        checkpoint_encoders: when training through AnyUp, recompute the full-resolution
+            encoders in the backward pass instead of keeping their activations (gradient
+            checkpointing): same gradients, a fraction of the memory, about 1.3x the time.
         check_finite: reject NaN/Inf inputs.
     """
 
     def __init__(self, qk_dim: int = 128, num_heads: int = 4, window_ratio: float = 0.1, kernel_size: int = 1,
                  kernel_size_lfu: int = 5, lfu_dim: Optional[int] = None, input_dim: int = 3,
-                 backend: str = "auto", max_pixels_per_chunk: Optional[int] = None, check_finite: bool = False):
+                 backend: str = "auto", max_pixels_per_chunk: Optional[int] = None,
+                 checkpoint_encoders: bool = False, check_finite: bool = False):
         super().__init__(check_finite=check_finite)
         lfu_dim = qk_dim if lfu_dim is None else lfu_dim
-        self.input_dim = input_dim
+        self.guidance_channels = input_dim
         self.backend = backend
         self.max_pixels_per_chunk = max_pixels_per_chunk
+        self.checkpoint_encoders = checkpoint_encoders
         self.image_encoder = _encoder(_conv(input_dim, qk_dim, kernel_size, "reflect"), qk_dim, qk_dim)
         self.key_encoder = _encoder(_conv(qk_dim, qk_dim, 1, "reflect"), qk_dim, qk_dim)
         self.query_encoder = _encoder(_conv(qk_dim, qk_dim, 1, "reflect"), qk_dim, qk_dim)
@@ -116,11 +122,6 @@ class AnyUp(Upsampler):
         self.cross_decode = CrossDecoder(qk_dim, num_heads, window_ratio)
         self.aggregation = _encoder(_conv(2 * qk_dim, qk_dim, 3, "reflect"), qk_dim, qk_dim)
         self.rope = PositionalModulation(qk_dim)
-
-    def forward(self, features: torch.Tensor, image: torch.Tensor, output_size=None) -> torch.Tensor:
-        if image.dim() == 4 and image.shape[1] != self.input_dim:
-            raise ValueError(f"image must have {self.input_dim} channels, got shape {tuple(image.shape)}")
-        return super().forward(features, image, output_size)
 
     def encode_image(self, image: torch.Tensor) -> torch.Tensor:
         """[B,3,H,W] -> positionally modulated image code [B,D,H,W].
@@ -140,10 +141,16 @@ class AnyUp(Upsampler):
         """Queries [B,D,Ho,Wo] (before RMSNorm) from the image code."""
         return self.cross_decode.conv2d(F.adaptive_avg_pool2d(self.query_encoder(image_code), output_size))
 
+    def _encode(self, encoder, *inputs) -> torch.Tensor:
+        """``encoder(*inputs)``, recomputed in backward when ``checkpoint_encoders`` is set."""
+        if self.checkpoint_encoders and torch.is_grad_enabled():
+            return checkpoint(encoder, *inputs, use_reentrant=False)
+        return encoder(*inputs)
+
     def upsample(self, features: torch.Tensor, image: torch.Tensor, output_size: Tuple[int, int]) -> torch.Tensor:
-        image_code = self.encode_image(image)
-        queries = self.encode_queries(image_code, output_size)
-        keys = self.encode_keys(image_code, features)
+        image_code = self._encode(self.encode_image, image)
+        queries = self._encode(self.encode_queries, image_code, output_size)
+        keys = self._encode(self.encode_keys, image_code, features)
         del image_code
         return self.cross_decode.cross_attn(queries, keys, features, backend=self.backend,
                                             max_pixels_per_chunk=self.max_pixels_per_chunk)

@@ -98,6 +98,7 @@ class Upsampler(nn.Module):
 
     Attributes a subclass may set:
       * ``expected_channels``: the feature channel count its weights need (``None``: any C);
+      * ``guidance_channels``: channels of the guidance image (3, RGB);
       * ``check_finite``: reject NaN/Inf inputs (off by default: it costs a device sync);
       * ``requires_featurizer``: the upsampler runs the backbone itself (FeatSharp's tiles).
         Its forward then also takes ``featurizer=`` (a callable: ImageNet-normalised crops
@@ -107,6 +108,7 @@ class Upsampler(nn.Module):
     """
 
     expected_channels: Optional[int] = None
+    guidance_channels: int = 3
     requires_featurizer: bool = False
 
     def __init__(self, check_finite: bool = False):
@@ -119,6 +121,7 @@ class Upsampler(nn.Module):
             features,
             image,
             output_size,
+            guidance_channels=self.guidance_channels,
             expected_channels=self.expected_channels,
             reference_param=next(self.parameters(), None),
             check_finite=self.check_finite,

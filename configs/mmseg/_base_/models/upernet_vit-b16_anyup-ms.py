@@ -27,6 +27,7 @@ model = dict(
         pretrained='anyup_multi_backbone',
         out_strides=(4, 8, 16, 32),
         frozen=False,
+        checkpoint_encoders=True,  # recompute AnyUp's full-resolution encoders in backward
         image_norm=dict(mean=img_mean, std=img_std)),
     decode_head=dict(
         type='UPerHead',
