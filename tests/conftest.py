@@ -29,6 +29,13 @@ def load_fixture(name: str) -> dict:
     return torch.load(FIXTURES / name, weights_only=True)
 
 
+def relative_errors(ours: torch.Tensor, ref: torch.Tensor):
+    """(worst element / max |ref|, norm of the difference / norm of ref), in float64: the
+    two measures the fixtures' tolerances are stated in."""
+    d = ours.double() - ref
+    return (d.abs().max() / ref.abs().max()).item(), (d.norm() / ref.norm()).item()
+
+
 def load_tool(name: str):
     """Import ``tools/<name>.py`` by path (detectron2 installs a site-packages ``tools``
     package, and ``test`` is a standard-library package, so plain imports can shadow ours)."""

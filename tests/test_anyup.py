@@ -9,7 +9,7 @@ from anyup_dense import build_upsampler
 from anyup_dense.ops.window_attention import dense_window_mask, window_attention_reference
 from anyup_dense.upsamplers.anyup import RELEASES, AnyUp
 from anyup_dense.upsamplers.checkpoint import CheckpointMismatchError
-from conftest import FIXTURES, load_fixture
+from conftest import FIXTURES, load_fixture, relative_errors
 
 CASES = sorted(p.name for p in FIXTURES.glob("anyup_*.pt"))
 CTOR_KEYS = ("qk_dim", "num_heads", "window_ratio", "kernel_size", "kernel_size_lfu", "lfu_dim", "input_dim")
@@ -27,11 +27,6 @@ def run_case(case: dict, dtype: torch.dtype, backend: str) -> torch.Tensor:
     with torch.no_grad():
         return model(inputs["features"].to(dtype), inputs["image"].to(dtype),
                      output_size=case["config"]["output_size"])
-
-
-def relative_errors(ours: torch.Tensor, ref: torch.Tensor):
-    d = ours.double() - ref
-    return (d.abs().max() / ref.abs().max()).item(), (d.norm() / ref.norm()).item()
 
 
 def test_fixtures_present():

@@ -9,7 +9,7 @@ from anyup_dense.upsamplers.featsharp import FeatSharp, low_res_views, tile_crop
 from anyup_dense.upsamplers.featsharp_checkpoint import bake_spectral_weights, convert_official_state_dict
 from anyup_dense.upsamplers.featsharp_fusion import alibi_slopes
 from anyup_dense.upsamplers.featsharp_jbu import prime_factors
-from conftest import FIXTURES, load_fixture
+from conftest import FIXTURES, load_fixture, relative_errors
 
 CASES = sorted(p.name for p in FIXTURES.glob("featsharp_*.pt"))
 DENORMALIZED_CASES = [name for name in CASES if "output_denormalized" in load_fixture(name)["intermediates"]]
@@ -32,11 +32,6 @@ def run_case(case: dict, dtype: torch.dtype, **kwargs) -> torch.Tensor:
     with torch.no_grad():
         return model(inputs["features"], inputs["image"], output_size=model.hr_size,
                      tile_features=inputs["tile_features"])
-
-
-def relative_errors(ours: torch.Tensor, ref: torch.Tensor):
-    d = ours.double() - ref
-    return (d.abs().max() / ref.abs().max()).item(), (d.norm() / ref.norm()).item()
 
 
 def split_tiles(tiles: torch.Tensor, factor: int) -> torch.Tensor:

@@ -7,7 +7,7 @@ from anyup_dense import build_upsampler
 from anyup_dense.upsamplers import featup_jbu
 from anyup_dense.upsamplers.checkpoint import CheckpointMismatchError
 from anyup_dense.upsamplers.featup_jbu import FeatUpJBU, convert_official_state_dict
-from conftest import FIXTURES, load_fixture
+from conftest import FIXTURES, load_fixture, relative_errors
 
 CASES = sorted(p.name for p in FIXTURES.glob("featup_jbu_*.pt"))
 OFFICIAL_PREFIX = "https://marhamilresearch4.blob.core.windows.net/feature-upsampling-public/pretrained/"
@@ -24,11 +24,6 @@ def run_case(case: dict, dtype: torch.dtype) -> torch.Tensor:
     with torch.no_grad():
         return model_for(case, dtype)(inputs["features"].to(dtype), inputs["image"].to(dtype),
                                       output_size=tuple(case["output"].shape[-2:]))
-
-
-def relative_errors(ours: torch.Tensor, ref: torch.Tensor):
-    d = ours.double() - ref
-    return (d.abs().max() / ref.abs().max()).item(), (d.norm() / ref.norm()).item()
 
 
 def test_fixtures_present():

@@ -1,7 +1,8 @@
 # NYUv2 surface normals for the Probe3D protocol at 224 (AnyUp); no flip (Probe3D rotateflip=False).
 # Normal maps: normals/{train,test}/<name>.png, RGB = (n + 1) * 127.5, 0 = invalid.
+# Same images, crops and loaders as the depth set; the annotations and the metric differ.
+_base_ = './nyu-depth_224.py'
 crop_size = 224
-data_root = 'data/nyu'
 train_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='LoadNormalAnnotation'),
@@ -10,26 +11,15 @@ train_pipeline = [
 ]
 test_pipeline = train_pipeline
 train_dataloader = dict(
-    batch_size=8,
-    num_workers=4,
-    persistent_workers=True,
-    sampler=dict(type='DefaultSampler', shuffle=True),
     dataset=dict(
         type='NYUNormalsDataset',
-        data_root=data_root,
-        data_prefix=dict(img_path='images/train', normal_map_path='normals/train'),
+        data_prefix=dict(_delete_=True, img_path='images/train', normal_map_path='normals/train'),
         pipeline=train_pipeline))
 val_dataloader = dict(
-    batch_size=1,
-    num_workers=4,
-    persistent_workers=True,
-    sampler=dict(type='DefaultSampler', shuffle=False),
     dataset=dict(
         type='NYUNormalsDataset',
-        data_root=data_root,
-        test_mode=True,
-        data_prefix=dict(img_path='images/test', normal_map_path='normals/test'),
+        data_prefix=dict(_delete_=True, img_path='images/test', normal_map_path='normals/test'),
         pipeline=test_pipeline))
 test_dataloader = val_dataloader
-val_evaluator = dict(type='NormalMetric')
+val_evaluator = dict(_delete_=True, type='NormalMetric')
 test_evaluator = val_evaluator
