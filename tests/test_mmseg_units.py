@@ -175,3 +175,12 @@ def test_missing_mmseg_is_named(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mmseg" else real(name, *a))
     with pytest.raises(ImportError, match="mmsegmentation"):
         integration._check_installed()
+
+
+def test_segmentor_memory_tool_reports_a_full_resolution_forward(capsys):
+    from conftest import load_tool
+
+    result = load_tool("segmentor_memory").main(["--size", "56", "--backbone", "vit_small_patch14_dinov2"])
+    assert result["output"] == (1, 150, 56, 56)
+    assert result["peak_mib"] > result["forward_mib"] >= 0 and result["seconds"] > 0
+    assert "AnyUpNeck 56x56" in capsys.readouterr().out
