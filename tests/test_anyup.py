@@ -192,3 +192,13 @@ def test_wrong_guidance_channels():
     model = AnyUp(qk_dim=16, num_heads=2, input_dim=4)
     with pytest.raises(ValueError, match="image must have 4 channels"):
         model(torch.randn(1, 5, 4, 4), torch.randn(1, 3, 16, 16))
+
+
+def test_unreachable_url_says_how_to_load_offline(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    missing = (tmp_path / "nowhere" / "anyup_paper.pth").as_uri()
+    monkeypatch.setitem(RELEASES, "anyup_paper", missing)
+    expected_cache = tmp_path / "torch_home" / "hub" / "checkpoints" / "anyup_paper.pth"
+    with pytest.raises(OSError, match=f"could not download {missing}.*pass its path as pretrained=, or copy "
+                                      f"it to {expected_cache}"):
+        build_upsampler("anyup", pretrained="anyup_paper", progress=False)

@@ -6,6 +6,7 @@ URLs take the same path, which is how the tests exercise it without a network.
 """
 import os
 from typing import Dict, Mapping, Optional
+from urllib.error import URLError
 
 import torch
 import torch.nn as nn
@@ -28,8 +29,13 @@ def load_checkpoint_file(source: str, releases: Mapping[str, str], progress: boo
     if source in releases:
         source = releases[source]
     if is_url(source):
-        return torch.hub.load_state_dict_from_url(source, map_location="cpu", progress=progress,
-                                                  weights_only=True, file_name=file_name)
+        try:
+            return torch.hub.load_state_dict_from_url(source, map_location="cpu", progress=progress,
+                                                      weights_only=True, file_name=file_name)
+        except URLError as error:
+            cache = os.path.join(torch.hub.get_dir(), "checkpoints", file_name or os.path.basename(source))
+            raise OSError(f"could not download {source} ({error.reason}). Without network access, fetch "
+                          f"the file elsewhere and pass its path as pretrained=, or copy it to {cache}") from error
     if not os.path.isfile(source):
         names = ", ".join(repr(n) for n in releases)
         raise FileNotFoundError(f"pretrained={source!r} is neither a release name ({names}), a URL, "
