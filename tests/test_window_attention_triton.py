@@ -82,3 +82,28 @@ def test_rejects_mixed_dtypes():
     q, k, v = _inputs(1, 1, 4, 4, 2, 2, 4, 1)
     with pytest.raises(ValueError, match="dtype"):
         window_attention_triton(q, k, v.detach().double(), 0.1)
+
+
+def test_self_test_passes_on_the_real_kernels():
+    from anyup_dense.ops.window_attention import triton_self_test
+
+    assert triton_self_test(torch.device("cpu"))  # the interpreter stands in for a GPU here
+
+
+def test_auto_never_picks_triton_off_cuda():
+    from anyup_dense.ops.window_attention import triton_available
+
+    assert not triton_available(torch.device("cpu"))
+
+
+@pytest.mark.parametrize("broken, message", [
+    (lambda q, k, v, ratio: (_ for _ in ()).throw(RuntimeError("no kernel image")), "failed its self-test"),
+    (lambda q, k, v, ratio: 2 * window_attention_reference(q, k, v, ratio), "disagrees with the torch backend"),
+])
+def test_self_test_rejects_failing_or_wrong_kernels(broken, message, monkeypatch):
+    import anyup_dense.ops.window_attention_triton as triton_module
+    from anyup_dense.ops.window_attention import triton_self_test
+
+    monkeypatch.setattr(triton_module, "window_attention_triton", broken)
+    with pytest.warns(UserWarning, match=message):
+        assert not triton_self_test(torch.device("cpu"))

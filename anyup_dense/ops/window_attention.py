@@ -22,7 +22,8 @@ Backends (all give the same numbers up to float rounding):
   * ``triton``: the GPU kernel (``anyup_dense.ops.window_attention_triton``) where present.
 """
 import math
-from typing import Optional, Tuple
+import warnings
+from typing import Dict, Optional, Tuple
 
 import torch
 
@@ -268,22 +269,53 @@ def window_attention_torch(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ra
     return _WindowAttentionTorch.apply(q, k, v, ratio, max_pixels_per_chunk)
 
 
+_TRITON_CHECKED: Dict[str, bool] = {}
+
+
+def triton_self_test(device: torch.device) -> bool:
+    """Run the Triton kernels once on a small problem on ``device`` and compare them with the
+    torch backend (forward and gradients). On failure, warn with the reason and return False."""
+    try:
+        from anyup_dense.ops.window_attention_triton import window_attention_triton
+    except ImportError as error:
+        warnings.warn(f"Triton window attention unavailable ({error}); using the torch backend")
+        return False
+    generator = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(shape, generator=generator).to(device).requires_grad_()
+               for shape in ((1, 2, 19, 13, 16), (1, 2, 5, 4, 16), (1, 7, 5, 4)))
+    try:
+        out = window_attention_triton(q, k, v, 0.1)
+        grads = torch.autograd.grad(out.square().sum(), (q, k, v))
+    except Exception as error:  # noqa: BLE001 -- any compile/launch failure means: do not auto-select it
+        warnings.warn(f"Triton window attention failed its self-test on {device} ({type(error).__name__}: "
+                      f"{error}); using the torch backend")
+        return False
+    expected = window_attention_torch(q, k, v, 0.1)
+    expected_grads = torch.autograd.grad(expected.square().sum(), (q, k, v))
+    for ours, ref in zip((out, *grads), (expected, *expected_grads)):
+        if not torch.allclose(ours, ref, rtol=1e-3, atol=1e-4):
+            warnings.warn(f"Triton window attention disagrees with the torch backend on {device} "
+                          f"(max |diff| {(ours - ref).abs().max().item():.2e}); using the torch backend")
+            return False
+    return True
+
+
 def triton_available(device: torch.device) -> bool:
-    """True when the Triton backend exists in this install and can run on ``device``."""
+    """True when the Triton backend can run on ``device`` (CUDA) and passed its self-test there
+    (run once per device; ``backend="triton"`` skips this check)."""
     if device.type != "cuda":
         return False
-    try:
-        from anyup_dense.ops import window_attention_triton  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    key = str(device)
+    if key not in _TRITON_CHECKED:
+        _TRITON_CHECKED[key] = triton_self_test(device)
+    return _TRITON_CHECKED[key]
 
 
 def window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ratio: float, backend: str = "auto",
                      max_pixels_per_chunk: Optional[int] = None) -> torch.Tensor:
     """AnyUp window attention. q [B,nH,Ho,Wo,d], k [B,nH,h,w,d], v [B,C,h,w] -> [B,C,Ho,Wo].
 
-    ``backend``: ``"auto"`` (Triton on CUDA when available, else torch), ``"torch"``,
+    ``backend``: ``"auto"`` (Triton on CUDA when it passes a one-time self-test, else torch), ``"torch"``,
     ``"triton"`` or ``"reference"`` (dense; tests only). ``max_pixels_per_chunk`` bounds
     the output pixels processed at once by the torch backend.
     """
