@@ -105,8 +105,9 @@ def test_depth_probe_trains_and_evaluates(neck, synthetic_root, tmp_path):
     config = CONFIGS / "depth_probe" / f"{neck}_vit-s14-dinov2_depth-probe_nyu_224x224.py"
     cfg = tiny_config(config, synthetic_root, tmp_path, neck)
     metrics = train_and_validate(cfg)
-    assert_finite_in(metrics, ("d1", "d2", "d3"), 0.0, 1.0)
-    assert_finite_in(metrics, ("abs_rel", "rmse", "silog"), 0.0, 100.0)
+    assert_finite_in(metrics, ("d1", "d2", "d3", "d1_aligned"), 0.0, 1.0)
+    assert_finite_in(metrics, ("abs_rel", "rmse", "silog", "rmse_aligned"), 0.0, 100.0)
+    assert metrics["rmse_aligned"] <= metrics["rmse"] + 1e-9  # the fit can only lower each image's error
 
 
 @pytest.mark.parametrize("neck", ["bilinear", "anyup"])

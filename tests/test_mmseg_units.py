@@ -184,3 +184,31 @@ def test_segmentor_memory_tool_reports_a_full_resolution_forward(capsys):
     assert result["output"] == (1, 150, 56, 56)
     assert result["peak_mib"] > result["forward_mib"] >= 0 and result["seconds"] > 0
     assert "AnyUpNeck 56x56" in capsys.readouterr().out
+
+
+def test_scale_and_shift_alignment_is_the_least_squares_fit():
+    from anyup_dense.integrations.mmseg.depth_metric import align_scale_and_shift
+
+    torch.manual_seed(0)
+    gt = torch.rand(50) * 5 + 0.5
+    pred = 0.3 * gt - 0.2 + 0.05 * torch.randn(50)
+    design = torch.stack([pred.double(), torch.ones(50, dtype=torch.float64)], dim=1)
+    scale, shift = torch.linalg.lstsq(design, gt.double()[:, None]).solution[:, 0]
+    assert torch.allclose(align_scale_and_shift(pred, gt).double(), scale * pred.double() + shift, atol=1e-6)
+    constant = align_scale_and_shift(torch.full((5,), 2.0), torch.arange(1.0, 6.0))
+    assert torch.allclose(constant, torch.full((5,), 3.0))
+
+
+def test_aligned_depth_metric_values():
+    """Two images: an exact affine prediction (aligned error 0) and a perfect one."""
+    from anyup_dense.integrations.mmseg.depth_metric import AlignedDepthMetric
+
+    gt = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    metric = AlignedDepthMetric(min_depth_eval=1e-3, max_depth_eval=10.0)
+    values = metric.compute_metrics([(gt, 0.5 * gt + 1.0), (gt, gt.clone())])
+    abs_rmse_first = torch.sqrt(((0.5 * gt + 1.0 - gt) ** 2).mean()).item()
+    assert values["rmse"] == pytest.approx(abs_rmse_first / 2)
+    assert values["rmse_aligned"] == pytest.approx(0.0, abs=1e-6)
+    assert values["d1_aligned"] == pytest.approx(1.0)
+    first_d1 = (torch.maximum(gt / (0.5 * gt + 1), (0.5 * gt + 1) / gt) < 1.25).float().mean().item()
+    assert values["d1"] == pytest.approx((first_d1 + 1.0) / 2)

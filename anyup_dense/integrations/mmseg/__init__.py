@@ -30,6 +30,7 @@ from anyup_dense.integrations.mmseg.datasets import (  # noqa: E402
     ADE20K151Dataset, COCOStuff27Dataset, NYUNormalsDataset)
 from anyup_dense.integrations.mmseg.depth_head import DepthProbeHead  # noqa: E402
 from anyup_dense.integrations.mmseg.linear_head import LinearProbeHead  # noqa: E402
+from anyup_dense.integrations.mmseg.depth_metric import AlignedDepthMetric  # noqa: E402
 from anyup_dense.integrations.mmseg.metrics import NormalMetric  # noqa: E402
 from anyup_dense.integrations.mmseg.necks import (  # noqa: E402
     AnyUpNeck, BilinearNeck, FeatSharpNeck, FeatUpNeck, UpsamplerNeck)
@@ -42,7 +43,7 @@ from anyup_dense.integrations.mmseg.transforms import (  # noqa: E402
 __all__ = [
     "MMSegTimmViT", "UpsamplerNeck", "AnyUpNeck", "FeatUpNeck", "FeatSharpNeck", "BilinearNeck",
     "GuidedEncoderDecoder", "GuidedDepthEstimator", "GuidedNormalEstimator", "LinearProbeHead",
-    "DepthProbeHead", "NormalProbeHead", "AngularLoss", "NormalMetric", "ADE20K151Dataset",
+    "DepthProbeHead", "NormalProbeHead", "AngularLoss", "NormalMetric", "AlignedDepthMetric", "ADE20K151Dataset",
     "COCOStuff27Dataset", "NYUNormalsDataset", "ResizeCenterCrop", "LoadNormalAnnotation",
     "PackNormalInputs",
 ]

@@ -33,5 +33,6 @@ val_dataloader = dict(
         data_prefix=dict(img_path='images/test', depth_map_path='annotations/test'),
         pipeline=test_pipeline))
 test_dataloader = val_dataloader
-val_evaluator = dict(type='DepthMetric', min_depth_eval=1e-3, max_depth_eval=10.0, crop_type=None)
+# Absolute metrics (d1, rmse, ...) and Probe3D's scale-and-shift aligned ones (d1_aligned, rmse_aligned, ...).
+val_evaluator = dict(type='AlignedDepthMetric', min_depth_eval=1e-3, max_depth_eval=10.0, crop_type=None)
 test_evaluator = val_evaluator
