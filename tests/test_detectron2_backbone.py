@@ -4,7 +4,7 @@ import sys
 import pytest
 import torch
 
-from test_detectron2_common import TINY_VIT, d2
+from detectron2_helpers import TINY_VIT, d2
 
 from anyup_dense import build_upsampler
 from anyup_dense.backbones import IMAGENET_MEAN, IMAGENET_STD, TimmViT

@@ -4,7 +4,7 @@ the registry's error naming it."""
 import pytest
 import torch
 
-from test_detectron2_common import CONFIG_DIR, TINY_UPSAMPLER, TINY_VIT, d2, tiny_yacs_cfg
+from detectron2_helpers import CONFIG_DIR, TINY_UPSAMPLER, TINY_VIT, d2, tiny_yacs_cfg
 
 import anyup_dense
 

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from test_detectron2_common import CONFIG_DIR, TINY_VIT, d2, load_tool, synthetic_coco, tiny_yacs_cfg  # noqa: F401
+from detectron2_helpers import CONFIG_DIR, TINY_VIT, d2, load_tool, synthetic_coco, tiny_yacs_cfg  # noqa: F401
 
 MASK_RCNN = CONFIG_DIR / "COCO-InstanceSegmentation"
 COCO_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl")

@@ -8,7 +8,7 @@ import torch
 from anyup_dense import build_upsampler
 from anyup_dense.training.losses import cosine_mse, cosine_term, minmax_mse_term
 from anyup_dense.training.recipes.anyup import anyup_objective, cut_crops
-from test_training_helpers import (_one_thread, assert_loss_decreases, assert_resume_bit_identical,  # noqa: F401
+from training_helpers import (_one_thread, assert_loss_decreases, assert_resume_bit_identical,  # noqa: F401
                                    image_folder)
 
 

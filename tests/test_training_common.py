@@ -10,7 +10,7 @@ from anyup_dense.training.config import config_from_dict, config_to_dict, parse_
 from anyup_dense.training.data import ImageFolder, StepBatchSampler
 from anyup_dense.training.geometry import featsharp_jitter, homography_from_points, valid_mask, warp
 from anyup_dense.training.loop import clip_norm_at, lr_factor
-from test_training_helpers import image_folder  # noqa: F401
+from training_helpers import image_folder  # noqa: F401
 
 
 def test_sampler_covers_each_epoch_once_and_shards_ranks():

@@ -9,7 +9,7 @@ from anyup_dense.training.distributed import DistInfo
 from anyup_dense.training.phis import estimate_phis, hadamard
 from anyup_dense.training.recipes.featsharp import seam_grid
 from anyup_dense.upsamplers.featsharp import PhiSNormalizer
-from test_training_helpers import (TINY_BACKBONE_KWARGS, _one_thread, assert_loss_decreases,  # noqa: F401
+from training_helpers import (TINY_BACKBONE_KWARGS, _one_thread, assert_loss_decreases,  # noqa: F401
                                    assert_resume_bit_identical, image_folder)
 
 SMALL = dict(resolution=32, phis_batches=3)

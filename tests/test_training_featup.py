@@ -7,7 +7,7 @@ from anyup_dense import build_upsampler
 from anyup_dense.training.downsamplers import FeatUpDownsampler
 from anyup_dense.training.geometry import featup_jitter, warp
 from anyup_dense.training.losses import scaled_reconstruction_nll
-from test_training_helpers import (TINY_BACKBONE_KWARGS, _one_thread, assert_loss_decreases,  # noqa: F401
+from training_helpers import (TINY_BACKBONE_KWARGS, _one_thread, assert_loss_decreases,  # noqa: F401
                                    assert_resume_bit_identical, image_folder)
 
 SMALL = dict(image_size=32, crf_samples=100)

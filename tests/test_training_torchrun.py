@@ -8,7 +8,7 @@ import torch
 
 from anyup_dense import build_upsampler
 from anyup_dense.training.checkpointing import load_checkpoint
-from test_training_helpers import TINY_BACKBONE, TINY_BACKBONE_KWARGS, image_folder  # noqa: F401
+from training_helpers import TINY_BACKBONE, TINY_BACKBONE_KWARGS, image_folder  # noqa: F401
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
