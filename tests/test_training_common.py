@@ -88,3 +88,14 @@ def test_latest_checkpoint_needs_both_files(tmp_path):
     (tmp_path / "step_0000010.state.pth").unlink()
     assert latest_checkpoint(str(tmp_path)) == first and state_path(first).endswith("step_0000005.state.pth")
     assert torch.equal(torch.load(first, weights_only=True)["w"], torch.ones(1))
+
+
+@pytest.mark.parametrize("recipe, option", [("anyup", "crop_size"), ("featup_jbu", "image_size"),
+                                            ("featsharp", "resolution")])
+def test_image_sizes_must_be_patch_multiples(recipe, option, tmp_path):
+    from anyup_dense.training.loop import build_recipe
+    from training_helpers import tiny_config
+
+    config = tiny_config(recipe, tmp_path, tmp_path / "out", **{option: 30})
+    with pytest.raises(ValueError, match=f"{option} 30 must be a multiple of the backbone's patch size"):
+        build_recipe(recipe, config)

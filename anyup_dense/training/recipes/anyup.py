@@ -86,9 +86,7 @@ class AnyUpRecipe(Recipe):
 
     def __init__(self, config: AnyUpConfig, featurizer: Featurizer):
         super().__init__(config, featurizer)
-        if config.crop_size % featurizer.patch_size:
-            raise ValueError(f"crop_size {config.crop_size} must be a multiple of the backbone's patch size "
-                             f"{featurizer.patch_size}")
+        self.require_patch_multiple("crop_size")
         self.upsampler = build_upsampler("anyup", pretrained=None, **config.upsampler_kwargs).train()
 
     def load_size(self) -> int:

@@ -33,6 +33,12 @@ class Recipe(nn.Module):
         self.config = config
         self.featurizer = featurizer
 
+    def require_patch_multiple(self, option: str) -> None:
+        """Raise if the config's ``option`` (an image side) is not a multiple of the backbone's patch size."""
+        value, patch = getattr(self.config, option), self.featurizer.patch_size
+        if value % patch:
+            raise ValueError(f"{option} {value} must be a multiple of the backbone's patch size {patch}")
+
     def load_size(self) -> int:
         """Side of the square images the data loader delivers."""
         raise NotImplementedError

@@ -103,8 +103,7 @@ class FeatSharpRecipe(Recipe):
     def __init__(self, config: FeatSharpConfig, featurizer: Featurizer):
         super().__init__(config, featurizer)
         p, u = featurizer.patch_size, config.upsample_factor
-        if config.resolution % p:
-            raise ValueError(f"resolution {config.resolution} must be a multiple of the patch size {p}")
+        self.require_patch_multiple("resolution")
         self.upsampler = build_upsampler("featsharp", dim=featurizer.dim, upsample_factor=u,
                                          model_resolution=config.resolution, patch_size=p, pretrained=None,
                                          **config.upsampler_kwargs).train()

@@ -77,9 +77,7 @@ class FeatUpJBURecipe(Recipe):
 
     def __init__(self, config: FeatUpJBUConfig, featurizer: Featurizer):
         super().__init__(config, featurizer)
-        if config.image_size % featurizer.patch_size:
-            raise ValueError(f"image_size {config.image_size} must be a multiple of the patch size "
-                             f"{featurizer.patch_size}")
+        self.require_patch_multiple("image_size")
         dim, patch = featurizer.dim, featurizer.patch_size
         self.upsampler = build_upsampler("featup_jbu", dim=dim, use_norm=config.use_norm, pretrained=None,
                                          **config.upsampler_kwargs).train()
