@@ -48,7 +48,14 @@ MODEL:
     args = train_net.argument_parser().parse_args(["--config-file", str(tiny), *opts])
     results = train_net.main(args)
     assert_coco_results(results, ["bbox", "segm"])
-    assert (tmp_path / "out" / "model_final.pth").is_file()
+    weights = tmp_path / "out" / "model_final.pth"
+    assert weights.is_file()
+    # --eval-only on the saved weights reproduces the evaluation that ended training.
+    eval_args = train_net.argument_parser().parse_args(
+        ["--config-file", str(tiny), "--eval-only", *opts, "MODEL.WEIGHTS", str(weights)])
+    evaluated = train_net.main(eval_args)
+    for task in ("bbox", "segm"):
+        assert evaluated[task] == pytest.approx(results[task], nan_ok=True)
 
 
 def _train_and_snapshot(cfg):
