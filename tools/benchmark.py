@@ -7,7 +7,8 @@ weights) and the peak memory of each. Rows of our fast paths are shown side by s
 their reference (AnyUp's dense ``reference`` backend; JBU's ``adaptive_conv_unfold``).
 Op-level cases isolate the hot spots: ``attn_op`` is AnyUp's window attention alone
 (q/k of the released width, values with C channels) per backend, ``jbu_op`` the JBU
-adaptive convolution. FeatSharp runs at model resolution S (its native N = 2 S / 14 map
+adaptive convolution. AnyUp's fwd+bwd rows use ``checkpoint_encoders=True`` (how one trains
+through it). FeatSharp runs at model resolution S (its native N = 2 S / 14 map
 resized to S) with a stand-in featurizer (a fixed 1x1 projection of pooled crops), so its
 rows time the upsampler, not a backbone.
 
@@ -120,7 +121,9 @@ def _build(case: Case, device: torch.device) -> Callable[[bool], torch.Tensor]:
 
     import anyup_dense
 
-    kwargs = {"anyup": {"backend": case.variant}, "featup_jbu": {"dim": c},
+    # AnyUp trains with its full-resolution encoders recomputed in backward (forward-only timings
+    # are unaffected): that is the setting the fwd+bwd rows measure.
+    kwargs = {"anyup": {"backend": case.variant, "checkpoint_encoders": True}, "featup_jbu": {"dim": c},
               "featsharp": {"dim": c, "model_resolution": f * PATCH, "patch_size": PATCH}}
     model = anyup_dense.build_upsampler(case.name, **kwargs.get(case.name, {})).to(device)
     features = torch.randn(b, c, f, f, device=device)
