@@ -21,7 +21,7 @@ from anyup_dense.integrations.detectron2.config import (  # noqa: E402
     add_anyup_config,
     build_upsampled_vit_backbone,
 )
-from anyup_dense.integrations.detectron2.image_norm import Renormalize  # noqa: E402
+from anyup_dense.integrations.image_norm import Renormalize  # noqa: E402
 from anyup_dense.integrations.detectron2.lr_decay import build_optimizer, layer_decay_param_groups  # noqa: E402
 from anyup_dense.integrations.detectron2.norm import LayerNorm2d  # noqa: E402
 from anyup_dense.integrations.detectron2 import trainer  # noqa: E402,F401

@@ -23,7 +23,7 @@ from detectron2.layers import ShapeSpec
 from detectron2.modeling import Backbone
 
 from anyup_dense.backbones.timm_vit import IMAGENET_MEAN, IMAGENET_STD, TimmViT
-from anyup_dense.integrations.detectron2.image_norm import Renormalize
+from anyup_dense.integrations.image_norm import Renormalize
 from anyup_dense.integrations.detectron2.norm import NormArg
 from anyup_dense.integrations.detectron2.pyramid import SimpleFeaturePyramid
 

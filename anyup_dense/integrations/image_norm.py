@@ -1,7 +1,8 @@
-"""Re-normalise a Detectron2 input batch for the ViT and for the upsampler's guidance.
+"""Re-normalise an image batch for the ViT and for the upsampler's guidance (framework-free;
+shared by the MMSegmentation and Detectron2 integrations).
 
-Detectron2 hands the backbone ``(pixels - PIXEL_MEAN) / PIXEL_STD`` with pixels in 0..255 and
-channels in ``INPUT.FORMAT`` order (``"BGR"`` by default). The ViT wants RGB in 0..1
+Frameworks hand the model ``(pixels - mean) / std`` with pixels in 0..255 (Detectron2 also
+in ``INPUT.FORMAT`` channel order, ``"BGR"`` by default). The ViT wants RGB in 0..1
 normalised with its own mean/std, and every upsampler wants ImageNet-normalised RGB. Each
 conversion is one per-channel affine map (plus a channel flip), applied by
 :class:`Renormalize`.
