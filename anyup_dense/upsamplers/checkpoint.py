@@ -33,7 +33,7 @@ def load_checkpoint_file(source: str, releases: Mapping[str, str], progress: boo
             return torch.hub.load_state_dict_from_url(source, map_location="cpu", progress=progress,
                                                       weights_only=True, file_name=file_name)
         except URLError as error:
-            cache = os.path.join(torch.hub.get_dir(), "checkpoints", file_name or os.path.basename(source))
+            cache = hub_cache_path(file_name or os.path.basename(source))
             raise OSError(f"could not download {source} ({error.reason}). Without network access, fetch "
                           f"the file elsewhere and pass its path as pretrained=, or copy it to {cache}") from error
     if not os.path.isfile(source):
@@ -68,8 +68,12 @@ def load_state_dict_strict(model: nn.Module, state_dict: Mapping[str, torch.Tens
     model.load_state_dict(state_dict, strict=True)
 
 
+def hub_cache_path(filename: str) -> str:
+    """Where torch.hub caches a downloaded checkpoint file of this name."""
+    return os.path.join(torch.hub.get_dir(), "checkpoints", filename)
+
+
 def cached_release(name: str, releases: Mapping[str, str]) -> Optional[str]:
     """Path of a release already in torch.hub's cache, or ``None`` (never downloads)."""
-    filename = os.path.basename(releases[name])
-    path = os.path.join(torch.hub.get_dir(), "checkpoints", filename)
+    path = hub_cache_path(os.path.basename(releases[name]))
     return path if os.path.isfile(path) else None
