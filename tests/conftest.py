@@ -43,3 +43,10 @@ def load_tool(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(scope="session")
+def synthetic_root(tmp_path_factory) -> pathlib.Path:
+    """A tiny dataset of every mmseg layout the configs read (tools/make_synthetic_mmseg.py)."""
+    make_synthetic = load_tool("make_synthetic_mmseg").make_synthetic
+    return pathlib.Path(make_synthetic(str(tmp_path_factory.mktemp("mmseg_data")), num_train=4, num_val=2))

@@ -13,49 +13,8 @@ import anyup_dense.integrations.mmseg  # noqa: E402,F401
 from mmengine import Config  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
-from conftest import ROOT as REPO
 from conftest import load_tool
-
-make_synthetic = load_tool("make_synthetic_mmseg").make_synthetic
-
-CONFIGS = REPO / "configs" / "mmseg"
-CROP = 56
-TINY_BACKBONE = dict(model_name="vit_small_patch14_dinov2", pretrained=None, img_size=CROP, depth=2, embed_dim=32,
-                     num_heads=2)
-# Per-neck overrides turning a published config's neck into a tiny random one.
-TINY_NECKS = {
-    "bilinear": {},
-    "anyup": dict(pretrained=None, qk_dim=16),
-    "featup": dict(backbone=None, dim=32, pretrained=None),
-    "featsharp": dict(dim=32, model_resolution=CROP, num_heads=2),
-}
-
-
-@pytest.fixture(scope="session")
-def synthetic_root(tmp_path_factory) -> pathlib.Path:
-    return pathlib.Path(make_synthetic(str(tmp_path_factory.mktemp("mmseg_data")), num_train=4, num_val=2))
-
-
-def tiny_config(config: pathlib.Path, data_root: pathlib.Path, work_dir: pathlib.Path, neck: str,
-                epochs: int = 2) -> Config:
-    """The config with a tiny backbone/neck, the synthetic data, 2-epoch CPU training."""
-    cfg = Config.fromfile(str(config))
-    overrides = {"model.backbone": TINY_BACKBONE, "model.decode_head.in_channels": 32,
-                 "train_cfg.max_epochs": epochs, "train_cfg.val_interval": epochs,
-                 "param_scheduler": [dict(type="CosineAnnealingLR", T_max=epochs, by_epoch=True, begin=0, end=epochs)],
-                 "env_cfg.dist_cfg.backend": "gloo", "work_dir": str(work_dir),
-                 "default_hooks.checkpoint.interval": epochs, "default_hooks.logger.interval": 1}
-    overrides.update({f"model.neck.{k}": v for k, v in TINY_NECKS[neck].items()})
-    for split in ("train", "val", "test"):
-        loader = f"{split}_dataloader"
-        root = cfg[loader]["dataset"]["data_root"].replace("data/", "", 1)
-        overrides.update({f"{loader}.num_workers": 0, f"{loader}.persistent_workers": False,
-                          f"{loader}.batch_size": 2, f"{loader}.dataset.data_root": str(data_root / root)})
-        for transform in cfg[loader]["dataset"]["pipeline"]:
-            if transform["type"] == "ResizeCenterCrop":
-                transform["size"] = CROP
-    cfg.merge_from_dict(overrides)
-    return cfg
+from mmseg_helpers import CONFIGS, tiny_config
 
 
 def train_and_validate(cfg: Config) -> dict:

@@ -23,7 +23,7 @@ from torch.utils.checkpoint import checkpoint
 from anyup_dense.ops.window_attention import window_attention
 from anyup_dense.registry import UPSAMPLERS
 from anyup_dense.upsamplers.anyup_layers import FeatureAgnosticLayer, PositionalModulation, ResBlock
-from anyup_dense.upsamplers.base import Upsampler
+from anyup_dense.upsamplers.base import Upsampler, keep_as_buffers
 from anyup_dense.upsamplers.checkpoint import load_checkpoint_file, load_state_dict_strict
 
 RELEASES = {
@@ -46,7 +46,8 @@ class WindowCrossAttention(nn.Module):
 
     ``attention`` is an ``nn.MultiheadAttention`` only to hold the official parameters
     (``in_proj_weight`` rows [0:D] = W_q, [D:2D] = W_k); its V rows and ``out_proj`` do not
-    affect the output and are kept for strict loading.
+    affect the output. ``out_proj`` is kept as buffers for strict loading: never trainable,
+    so DDP (``find_unused_parameters=False``) and optimizers do not see it.
     """
 
     def __init__(self, dim: int, num_heads: int, window_ratio: float):
@@ -58,6 +59,7 @@ class WindowCrossAttention(nn.Module):
         self.norm_q = nn.RMSNorm(dim)
         self.norm_k = nn.RMSNorm(dim)
         self.attention = nn.MultiheadAttention(dim, num_heads, bias=True, batch_first=True)
+        keep_as_buffers(self.attention, ("out_proj.weight", "out_proj.bias"))
 
     def _project(self, x: torch.Tensor, norm: nn.RMSNorm, part: int) -> torch.Tensor:
         """[B, D, H, W] -> per-head [B, heads, H, W, D/heads]."""
@@ -143,7 +145,10 @@ class AnyUp(Upsampler):
 
     def _encode(self, encoder, *inputs) -> torch.Tensor:
         """``encoder(*inputs)``, recomputed in backward when ``checkpoint_encoders`` is set."""
-        if self.checkpoint_encoders and torch.is_grad_enabled():
+        records_graph = torch.is_grad_enabled() and (
+            any(isinstance(x, torch.Tensor) and x.requires_grad for x in inputs)
+            or any(p.requires_grad for p in self.parameters()))
+        if self.checkpoint_encoders and records_graph:
             return checkpoint(encoder, *inputs, use_reentrant=False)
         return encoder(*inputs)
 

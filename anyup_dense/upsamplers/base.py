@@ -93,6 +93,18 @@ def validate_inputs(
     return resolve_output_size(output_size, (image.shape[2], image.shape[3]))
 
 
+def keep_as_buffers(module: nn.Module, names: Sequence[str]) -> None:
+    """Turn the parameters ``names`` (dotted, relative to ``module``) into buffers of the same
+    name: they stay in the state_dict (official checkpoints load strictly) but are no
+    longer trainable, so optimizers and DistributedDataParallel never see them. For weights
+    the official model stores but never uses in its forward."""
+    for name in names:
+        owner_name, _, attr = name.rpartition(".")
+        owner = module.get_submodule(owner_name)
+        tensor = owner._parameters.pop(attr).detach()
+        owner.register_buffer(attr, tensor)
+
+
 class Upsampler(nn.Module):
     """Base class: validates inputs, then calls :meth:`upsample`.
 

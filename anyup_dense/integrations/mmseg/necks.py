@@ -41,7 +41,8 @@ class UpsamplerNeck(BaseModule):
         out_strides: output map i has size ``image_size // out_strides[i]``; the upsampler
             runs once, at the finest stride, and coarser maps are resized from it
             (bilinear, antialiased). ``(1,)``: one full-resolution map.
-        frozen: ``True`` keeps the upsampler in eval mode without gradients; ``False``
+        frozen: ``True`` keeps the upsampler in eval mode with ``requires_grad=False``
+            weights (gradients still flow through it to a trainable backbone); ``False``
             trains it with the rest of the model.
         image_norm: ``dict(mean, std)`` of the data preprocessor (RGB, 0-255 scale), used to
             convert the image to the ImageNet normalisation upsamplers expect;
@@ -99,8 +100,9 @@ class UpsamplerNeck(BaseModule):
                                    f"featurizer: use a Guided* segmentor, which passes it")
             extra["featurizer"] = backbone_featurizer(backbone, self.in_index)
         guidance = self.to_imagenet(image.to(features.dtype))
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
-            high = self.upsampler(features, guidance, size, **extra)
+        # Frozen = no trainable upsampler weights, not a cut graph: gradients still reach
+        # a trainable backbone; autograd records nothing when no input needs a gradient.
+        high = self.upsampler(features, guidance, size, **extra)
         if tuple(high.shape[-2:]) != size:  # upsamplers with a fixed output factor (FeatSharp)
             high = F.interpolate(high, size=size, mode="bilinear", align_corners=False)
         return tuple(high if stride == finest else self._resize(high, height // stride, width // stride)
