@@ -5,7 +5,6 @@ by ``tools/make_synthetic_mmseg.py``, trains a few iterations and evaluates with
 mmseg/our evaluators.
 """
 import math
-import pathlib
 
 import pytest
 

@@ -67,17 +67,19 @@ def test_cut_crops_takes_patch_aligned_windows():
 
 
 def test_anyup_loss_decreases(image_folder, tmp_path):
+    """The recipe's default precision, bf16 autocast, on CPU (forward and backward)."""
     assert_loss_decreases("anyup", image_folder, tmp_path, steps=40, margin=0.05, crop_size=32, crops_per_image=2,
                           lr=1e-3, upsampler_kwargs={"qk_dim": 32})
 
 
 def test_anyup_resume_is_bit_identical_and_loads_as_plain_state_dict(image_folder, tmp_path):
-    path = assert_resume_bit_identical("anyup", image_folder, tmp_path, steps=4, crop_size=32, crops_per_image=2)
+    path = assert_resume_bit_identical("anyup", image_folder, tmp_path, steps=4, crop_size=32, crops_per_image=2,
+                                       upsampler_kwargs={"qk_dim": 32})
     stored = torch.load(path, weights_only=True)
     assert all(isinstance(v, torch.Tensor) for v in stored.values())  # a plain state_dict
-    model = build_upsampler("anyup", pretrained=path)
+    model = build_upsampler("anyup", pretrained=path, qk_dim=32)
     assert torch.equal(model.state_dict()["rope.freqs"], stored["rope.freqs"])
-    fresh = build_upsampler("anyup")
+    fresh = build_upsampler("anyup", qk_dim=32)
     assert not torch.equal(fresh.state_dict()["aggregation.0.weight"], stored["aggregation.0.weight"])
     out = model(torch.randn(1, 32, 4, 4), torch.randn(1, 3, 32, 32), output_size=8)
     assert out.shape == (1, 32, 8, 8) and torch.isfinite(out).all()

@@ -15,6 +15,7 @@ is the textbook unfold formula, kept only as the reference for tests and benchma
 """
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 
 KERNEL_NORM_EPS = 1e-7
 TEMPERATURE_MIN, TEMPERATURE_MAX = 1e-4, 1e4
@@ -54,6 +55,7 @@ class _AdaptiveConv(torch.autograd.Function):
         return out
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad_out: torch.Tensor):
         source, taps = ctx.saved_tensors
         d = taps.shape[1]
@@ -84,7 +86,8 @@ def adaptive_conv(source: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
 
     d*d shifted multiply-accumulates in i-major, j-minor order (the summation order of FeatUp's
     CUDA kernel). Peak extra memory is one [B, C, H, W] accumulator, in the forward and in the
-    backward, which gives exact gradients for the source and for every tap.
+    backward, which gives exact gradients for the source and for every tap. Once
+    differentiable: a second derivative (``create_graph=True``) raises a clear error.
     """
     _check_conv_shapes(source, kernels)
     return _AdaptiveConv.apply(source, kernels)

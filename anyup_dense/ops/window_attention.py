@@ -22,10 +22,13 @@ Backends (all give the same numbers up to float rounding):
   * ``triton``: the GPU kernel (``anyup_dense.ops.window_attention_triton``) where present.
 """
 import math
+import numbers
+import operator
 import warnings
 from typing import Dict, Optional, Tuple
 
 import torch
+from torch.autograd.function import once_differentiable
 
 BACKENDS = ("auto", "reference", "torch", "triton")
 
@@ -35,11 +38,34 @@ BACKENDS = ("auto", "reference", "torch", "triton")
 DEFAULT_CHUNK_ELEMENTS = 2 ** 24
 
 
+def check_window_ratio(ratio) -> float:
+    """``ratio`` as a float; a finite real number >= 0 (0 = full attention), else ValueError."""
+    if isinstance(ratio, bool) or not isinstance(ratio, numbers.Real) or not math.isfinite(ratio) or ratio < 0:
+        raise ValueError(f"window_ratio must be a finite number >= 0 (0 = full attention), got {ratio!r}")
+    return float(ratio)
+
+
+def check_chunk_size(max_pixels_per_chunk) -> Optional[int]:
+    """``None`` or a positive integer (Python, numpy or 0-d torch integer), else ValueError."""
+    if max_pixels_per_chunk is None:
+        return None
+    try:
+        if isinstance(max_pixels_per_chunk, bool):
+            raise TypeError
+        value = operator.index(max_pixels_per_chunk)
+    except TypeError:
+        value = None
+    if value is None or value < 1:
+        raise ValueError(f"max_pixels_per_chunk must be None or a positive integer, got {max_pixels_per_chunk!r}")
+    return value
+
+
 def window_bounds(out_len: int, in_len: int, ratio: float, device=None) -> Tuple[torch.Tensor, torch.Tensor]:
     """Start (inclusive) and end (exclusive) key index per output position along one axis.
 
     Returns two int64 tensors of shape [out_len]. Computed in float32 in the official order.
     """
+    ratio = check_window_ratio(ratio)
     if ratio == 0:
         start = torch.zeros(out_len, dtype=torch.long, device=device)
         return start, torch.full((out_len,), in_len, dtype=torch.long, device=device)
@@ -69,6 +95,18 @@ def _check_shapes(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
         raise ValueError(f"q {tuple(q.shape)} and k {tuple(k.shape)} disagree on batch, heads or head dim")
     if v.shape[0] != k.shape[0] or v.shape[2:] != k.shape[2:4]:
         raise ValueError(f"v {tuple(v.shape)} must be [B, C, h, w] on the key grid of k {tuple(k.shape)}")
+    for name, x in (("q", q), ("k", k), ("v", v)):
+        if not x.is_floating_point():
+            raise ValueError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
+        if x.numel() == 0:
+            raise ValueError(f"{name} must not be empty, got shape {tuple(x.shape)}")
+
+
+def _common_dtype(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor):
+    """Cast to one compute dtype: that of q and k (autocast's dtype under autocast, where
+    q/k come out of a linear layer while the values stay float32); v follows them."""
+    dtype = torch.promote_types(q.dtype, k.dtype)
+    return q.to(dtype), k.to(dtype), v.to(dtype)
 
 
 def window_attention_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ratio: float,
@@ -78,6 +116,7 @@ def window_attention_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
     With ``return_probs`` also returns the head-averaged probabilities [B, Ho*Wo, h*w].
     """
     _check_shapes(q, k, v)
+    ratio = check_window_ratio(ratio)
     b, nh, ho, wo, d = q.shape
     h, w = k.shape[2:4]
     qf = q.reshape(b, nh, ho * wo, d) * (1.0 / math.sqrt(d))
@@ -86,7 +125,7 @@ def window_attention_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
     if ratio > 0:
         inside = dense_window_mask((ho, wo), (h, w), ratio, device=q.device)
         logits = logits.masked_fill(~inside, float("-inf"))
-    probs = logits.softmax(dim=-1).mean(dim=1)  # [B, Q, N]
+    probs = logits.softmax(dim=-1, dtype=_softmax_dtype(q)).to(q.dtype).mean(dim=1)  # [B, Q, N]
     out = probs @ v.flatten(2).transpose(1, 2)  # [B, Q, C]
     out = out.transpose(1, 2).reshape(b, v.shape[1], ho, wo)
     return (out, probs) if return_probs else out
@@ -122,9 +161,8 @@ def tiles_per_chunk(grid: Tuple[int, int], per_tile_pixels: int, per_tile_elemen
     ``max_elements`` buffer entries (``per_tile_elements`` per tile); whole tile rows when
     they fit, else part of one tile row; at least one tile.
     """
+    max_pixels_per_chunk = check_chunk_size(max_pixels_per_chunk)
     if max_pixels_per_chunk is not None:
-        if max_pixels_per_chunk < 1:
-            raise ValueError(f"max_pixels_per_chunk must be >= 1, got {max_pixels_per_chunk}")
         budget = max_pixels_per_chunk // per_tile_pixels
     else:
         budget = max_elements // max(per_tile_elements, 1)
@@ -132,6 +170,10 @@ def tiles_per_chunk(grid: Tuple[int, int], per_tile_pixels: int, per_tile_elemen
     if budget >= cols:
         return min(rows, budget // cols), cols
     return 1, max(1, budget)
+
+
+def _softmax_dtype(x: torch.Tensor) -> torch.dtype:
+    return torch.promote_types(x.dtype, torch.float32)
 
 
 class _Tiling:
@@ -187,7 +229,8 @@ class _Tiling:
         """Per-head window softmax of one chunk, [B, nH, n_r, n_c, tr*tc, Uh*Uw]
         (``q`` already scaled by 1/sqrt(d))."""
         scores = self.gather_queries(q, qpix) @ self.gather_keys(k, kpix).transpose(-1, -2)
-        return scores.masked_fill(outside, float("-inf")).softmax(dim=-1)
+        # float32 (or wider) softmax whatever the input dtype, as the Triton kernels do
+        return scores.masked_fill(outside, float("-inf")).softmax(dim=-1, dtype=_softmax_dtype(q)).to(q.dtype)
 
 
 def _window_attention_torch_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
@@ -222,6 +265,7 @@ class _WindowAttentionTorch(torch.autograd.Function):
         return _window_attention_torch_forward(scaled_q, k, v, tiling)
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad_out):
         scaled_q, k, v = ctx.saved_tensors
         tiling = ctx.tiling
@@ -236,24 +280,25 @@ class _WindowAttentionTorch(torch.autograd.Function):
         dq_grid = scaled_q.new_zeros(b, nh, nr * tr, nc * tc, d)
         dq_tiles = dq_grid.view(b, nh, nr, tr, nc, tc, d)
         v_last = v.permute(0, 2, 3, 1)[:, None]  # [B, 1, h, w, C]
-        dk = torch.zeros_like(k).flatten(2, 3)  # [B, nH, h*w, d]
-        dv = torch.zeros_like(v_last).flatten(2, 3)  # [B, 1, h*w, C]
+        # keys receive contributions from many tiles: accumulate in float32 (or wider)
+        dk = torch.zeros_like(k, dtype=_softmax_dtype(k)).flatten(2, 3)  # [B, nH, h*w, d]
+        dv = torch.zeros_like(v_last, dtype=_softmax_dtype(v)).flatten(2, 3)  # [B, 1, h*w, C]
         for rows, cols, qpix, kpix, outside in tiling.chunks():
             head_probs = tiling.head_probs(scaled_q, k, qpix, kpix, outside)  # [B, nH, n_r, n_c, T, U]
             n_r, n_c = head_probs.shape[2:4]
             d_out = d_out_tiles[:, :, rows, :, cols].transpose(3, 4).reshape(b, 1, n_r, n_c, tr * tc, c)
             keys_flat = tiling.key_index(kpix)
             probs = head_probs.mean(dim=1, keepdim=True)
-            dv.index_add_(2, keys_flat, (probs.transpose(-1, -2) @ d_out).flatten(2, 4))
+            dv.index_add_(2, keys_flat, (probs.transpose(-1, -2) @ d_out).flatten(2, 4).to(dv.dtype))
             d_probs = d_out @ tiling.gather_keys(v_last, kpix).transpose(-1, -2)  # [B, 1, n_r, n_c, T, U]
             d_scores = head_probs * (d_probs - (head_probs * d_probs).sum(-1, keepdim=True)) / nh
             dq_chunk = d_scores @ tiling.gather_keys(k, kpix)  # [B, nH, n_r, n_c, T, d]
             dq_tiles[:, :, rows, :, cols] = dq_chunk.view(b, nh, n_r, n_c, tr, tc, d).transpose(3, 4)
             dk.index_add_(2, keys_flat, (d_scores.transpose(-1, -2) @ tiling.gather_queries(scaled_q, qpix))
-                          .flatten(2, 4))
+                          .flatten(2, 4).to(dk.dtype))
         dq = dq_grid[:, :, :ho, :wo] * (1.0 / math.sqrt(d))  # the scores use q / sqrt(d)
-        dv = dv.view(b, *v.shape[2:], c).permute(0, 3, 1, 2)
-        return dq, dk.view_as(k), dv, None, None
+        dv = dv.view(b, *v.shape[2:], c).permute(0, 3, 1, 2).to(v.dtype)
+        return dq, dk.view_as(k).to(k.dtype), dv, None, None
 
 
 def window_attention_torch(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ratio: float,
@@ -264,7 +309,8 @@ def window_attention_torch(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ra
     queries [B,nH,n,tr*tc,d] @ union keys [B,nH,n,d,Uh*Uw] -> scores; keys outside each
     pixel's window are set to -inf; softmax, mean over heads -> [B,n,tr*tc,Uh*Uw];
     @ union values [B,n,Uh*Uw,C]. Differentiable in q, k and v; the backward recomputes
-    each chunk, so neither pass keeps more than one chunk's scores.
+    each chunk, so neither pass keeps more than one chunk's scores. Once differentiable:
+    a second derivative (``create_graph=True``) raises instead of silently dropping terms.
     """
     return _WindowAttentionTorch.apply(q, k, v, ratio, max_pixels_per_chunk)
 
@@ -280,18 +326,21 @@ def triton_self_test(device: torch.device) -> bool:
     except ImportError as error:
         warnings.warn(f"Triton window attention unavailable ({error}); using the torch backend")
         return False
-    generator = torch.Generator().manual_seed(0)
-    q, k, v = (torch.randn(shape, generator=generator).to(device).requires_grad_()
-               for shape in ((1, 2, 19, 13, 16), (1, 2, 5, 4, 16), (1, 7, 5, 4)))
-    try:
-        out = window_attention_triton(q, k, v, 0.1)
-        grads = torch.autograd.grad(out.square().sum(), (q, k, v))
-    except Exception as error:  # noqa: BLE001 -- any compile/launch failure means: do not auto-select it
-        warnings.warn(f"Triton window attention failed its self-test on {device} ({type(error).__name__}: "
-                      f"{error}); using the torch backend")
-        return False
-    expected = window_attention_torch(q, k, v, 0.1)
-    expected_grads = torch.autograd.grad(expected.square().sum(), (q, k, v))
+    # The caller may be under no_grad, inference_mode or autocast (every evaluation loop):
+    # the test must not depend on that.
+    with torch.inference_mode(False), torch.enable_grad(), torch.autocast(device.type, enabled=False):
+        generator = torch.Generator().manual_seed(0)
+        q, k, v = (torch.randn(shape, generator=generator).to(device).requires_grad_()
+                   for shape in ((1, 2, 19, 13, 16), (1, 2, 5, 4, 16), (1, 7, 5, 4)))
+        try:
+            out = window_attention_triton(q, k, v, 0.1)
+            grads = torch.autograd.grad(out.square().sum(), (q, k, v))
+        except Exception as error:  # noqa: BLE001 -- any compile/launch failure means: do not auto-select it
+            warnings.warn(f"Triton window attention failed its self-test on {device} ({type(error).__name__}: "
+                          f"{error}); using the torch backend")
+            return False
+        expected = window_attention_torch(q, k, v, 0.1)
+        expected_grads = torch.autograd.grad(expected.square().sum(), (q, k, v))
     for ours, ref in zip((out, *grads), (expected, *expected_grads)):
         if not torch.allclose(ours, ref, rtol=1e-3, atol=1e-4):
             warnings.warn(f"Triton window attention disagrees with the torch backend on {device} "
@@ -318,15 +367,24 @@ def window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ratio: f
     ``backend``: ``"auto"`` (Triton on CUDA when it passes a one-time self-test, else torch), ``"torch"``,
     ``"triton"`` or ``"reference"`` (dense; tests only). ``max_pixels_per_chunk`` bounds
     the output pixels processed at once by the torch backend.
+
+    Mixed dtypes (autocast: q/k come out bf16/fp16 while v stays float32) compute in q/k's
+    dtype with a float32 softmax and float32 accumulation; the result has that dtype.
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    ratio = check_window_ratio(ratio)
+    max_pixels_per_chunk = check_chunk_size(max_pixels_per_chunk)
+    _check_shapes(q, k, v)
+    q, k, v = _common_dtype(q, k, v)
     if backend == "auto":
         backend = "triton" if triton_available(q.device) else "torch"
-    if backend == "reference":
-        return window_attention_reference(q, k, v, ratio)
-    if backend == "torch":
-        return window_attention_torch(q, k, v, ratio, max_pixels_per_chunk)
-    from anyup_dense.ops.window_attention_triton import window_attention_triton
+    # The backends choose their own precision (float32 softmax and accumulation).
+    with torch.autocast(q.device.type, enabled=False):
+        if backend == "reference":
+            return window_attention_reference(q, k, v, ratio)
+        if backend == "torch":
+            return window_attention_torch(q, k, v, ratio, max_pixels_per_chunk)
+        from anyup_dense.ops.window_attention_triton import window_attention_triton
 
-    return window_attention_triton(q, k, v, ratio)
+        return window_attention_triton(q, k, v, ratio)

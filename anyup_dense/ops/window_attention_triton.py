@@ -31,6 +31,7 @@ import os
 
 import torch
 import triton
+from torch.autograd.function import once_differentiable
 import triton.language as tl
 
 from anyup_dense.ops.window_attention import _check_shapes, window_bounds
@@ -309,6 +310,7 @@ class _WindowAttention(torch.autograd.Function):
         return out
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad_out):
         q, k, v, lse = ctx.saved_tensors
         problem = ctx.problem
@@ -333,7 +335,9 @@ class _WindowAttention(torch.autograd.Function):
 def window_attention_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ratio: float) -> torch.Tensor:
     """AnyUp window attention on Triton. q [B,nH,Ho,Wo,d], k [B,nH,h,w,d], v [B,C,h,w] -> [B,C,Ho,Wo].
 
-    Differentiable in q, k and v. float32, float16 or bfloat16 (one dtype for all three).
+    Differentiable in q, k and v, once (``create_graph=True`` raises on the second
+    derivative). float32, float16 or bfloat16 (one dtype for all three; the dispatcher
+    :func:`~anyup_dense.ops.window_attention.window_attention` casts mixed inputs).
     """
     _check_shapes(q, k, v)
     if not (q.dtype == k.dtype == v.dtype) or q.dtype not in (torch.float32, torch.float16, torch.bfloat16):

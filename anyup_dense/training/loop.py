@@ -81,10 +81,10 @@ def build_optimizer(recipe: Recipe, config: TrainConfig) -> torch.optim.Optimize
 
 
 def _autocast(config: TrainConfig, device: torch.device):
-    """bf16 autocast on CUDA when ``precision == "bf16"``; fp32 otherwise (and on CPU)."""
+    """bf16 autocast when ``precision == "bf16"`` (CUDA and CPU alike); fp32 otherwise."""
     if config.precision not in ("fp32", "bf16"):
         raise ValueError(f"precision must be 'fp32' or 'bf16', got {config.precision!r}")
-    enabled = config.precision == "bf16" and device.type == "cuda"
+    enabled = config.precision == "bf16"
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
 
 

@@ -13,7 +13,8 @@ Forward, for features [B,C,h,w] and an ImageNet-normalised image [B,3,H,W]:
   4. out = window_attention(RMSNorm(Q) W_q, RMSNorm(K) W_k, features)  [B,C,Ho,Wo]
 The encoders run at full image resolution before pooling (GroupNorm over the whole map).
 """
-from typing import Optional, Tuple
+import os
+from typing import Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -24,6 +25,7 @@ from anyup_dense.ops.window_attention import window_attention
 from anyup_dense.registry import UPSAMPLERS
 from anyup_dense.upsamplers.anyup_layers import FeatureAgnosticLayer, PositionalModulation, ResBlock
 from anyup_dense.upsamplers.base import Upsampler, keep_as_buffers
+from anyup_dense.upsamplers.precision import forward_in_float32
 from anyup_dense.upsamplers.checkpoint import load_checkpoint_file, load_state_dict_strict
 
 RELEASES = {
@@ -136,8 +138,10 @@ class AnyUp(Upsampler):
     def encode_keys(self, image_code: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
         """Keys [B,D,h,w] from the image code and the (L2-normalised) features."""
         pooled = F.adaptive_avg_pool2d(self.key_encoder(image_code), features.shape[-2:])
-        feature_code = self.key_features_encoder(F.normalize(features, dim=1))
-        return self.aggregation(torch.cat([pooled, feature_code], dim=1))
+        # float32 whatever the model's precision: the LFU's softmax outputs (about 1/M each)
+        # and the GroupNorm after it lose their signal in bf16/fp16 (20% / 9% output error)
+        feature_code = forward_in_float32(self.key_features_encoder, F.normalize(features, dim=1))
+        return self.aggregation(torch.cat([pooled, feature_code.to(pooled.dtype)], dim=1))
 
     def encode_queries(self, image_code: torch.Tensor, output_size: Tuple[int, int]) -> torch.Tensor:
         """Queries [B,D,Ho,Wo] (before RMSNorm) from the image code."""
@@ -162,15 +166,17 @@ class AnyUp(Upsampler):
 
 
 @UPSAMPLERS.register("anyup")
-def build_anyup(pretrained: Optional[str] = None, progress: bool = True, **kwargs) -> AnyUp:
-    """AnyUp with optional weights: ``"anyup_paper"`` (DINOv2 ViT-S/14, the paper's model),
-    ``"anyup_multi_backbone"``, a URL (incl. ``file://``), a local path, or ``None`` (random).
+def build_anyup(pretrained: Union[None, bool, str, os.PathLike] = None, progress: bool = True,
+                **kwargs) -> AnyUp:
+    """AnyUp with optional weights: ``"anyup_paper"`` (DINOv2 ViT-S/14, the paper's model;
+    also ``True``), ``"anyup_multi_backbone"``, a URL (incl. ``file://``), a local path
+    (``str`` or ``pathlib.Path``), or ``None``/``False`` (random).
 
     Checkpoints are plain official state_dicts; any missing, unexpected or mis-shaped key
     raises :class:`~anyup_dense.upsamplers.checkpoint.CheckpointMismatchError` listing them.
     """
     model = AnyUp(**kwargs)
-    if pretrained is not None:
+    if pretrained is not None and pretrained is not False:
         state_dict = load_checkpoint_file(pretrained, RELEASES, progress=progress)
         load_state_dict_strict(model, state_dict, source=f"AnyUp checkpoint {pretrained!r}")
     return model.eval()

@@ -11,6 +11,9 @@
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
+from anyup_dense.ops.window_attention import DEFAULT_CHUNK_ELEMENTS
 
 GROUPS = 8
 
@@ -43,22 +46,44 @@ class FeatureAgnosticLayer(nn.Module):
     [M, C] (index j*C + s): softmax over the M axis, mean over the C axis. For C = 1 this is
     the paper's formula; for other C it mixes channels, and the released weights depend on
     exactly this view, so it is kept.
+
+    Memory: the official layer holds all C*M filtered maps at once (C=1024 at 96x96:
+    14.6 GB). Here the C axis of the re-read view is processed in chunks of at most
+    ``max_elements`` filtered values (B*M*S*h*w for S columns s), each chunk recomputed in
+    the backward pass, so both passes stay within a few chunk-sized buffers.
     """
 
-    def __init__(self, out_channels: int, kernel_size: int):
+    def __init__(self, out_channels: int, kernel_size: int, max_elements: int = DEFAULT_CHUNK_ELEMENTS):
         super().__init__()
         self.out_channels = out_channels
         self.kernel_size = kernel_size
+        self.max_elements = max_elements
         self.basis = nn.Parameter(torch.randn(out_channels, 1, kernel_size, kernel_size))
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         b, c, h, w = features.shape
         pad = self.kernel_size // 2
-        filtered = F.conv2d(F.pad(features, (pad,) * 4), self.basis.repeat(c, 1, 1, 1), groups=c)
+        padded = F.pad(features, (pad,) * 4)
         ones = features.new_ones(1, 1, h, w)
         taps = F.conv2d(F.pad(ones, (pad,) * 4), features.new_ones(1, 1, self.kernel_size, self.kernel_size))
-        scrambled = (filtered / taps).view(b, self.out_channels, c, h, w)
-        return scrambled.softmax(dim=1).mean(dim=2)
+        step = max(1, self.max_elements // (b * self.out_channels * h * w))
+        total = 0
+        for start in range(0, c, step):
+            columns = torch.arange(start, min(c, start + step), device=features.device)
+            if torch.is_grad_enabled() and (padded.requires_grad or self.basis.requires_grad):
+                total = total + checkpoint(self._column_sum, padded, taps, columns, c, use_reentrant=False)
+            else:
+                total = total + self._column_sum(padded, taps, columns, c)
+        return total / c
+
+    def _column_sum(self, padded: torch.Tensor, taps: torch.Tensor, columns: torch.Tensor,
+                    channels: int) -> torch.Tensor:
+        """Sum over the re-read columns s in ``columns`` of softmax_j(filtered[j*C + s] / taps):
+        [B, M, h, w]. Flat index n = j*C + s is input channel n // M filtered with basis n % M."""
+        m = self.out_channels
+        flat = (torch.arange(m, device=columns.device)[:, None] * channels + columns[None, :]).reshape(-1)
+        filtered = F.conv2d(padded[:, flat // m], self.basis[flat % m], groups=flat.numel())
+        return (filtered / taps).unflatten(1, (m, columns.numel())).softmax(dim=1).sum(dim=2)
 
 
 class PositionalModulation(nn.Module):
