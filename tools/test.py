@@ -4,8 +4,7 @@
 """
 import argparse
 
-from anyup_dense.integrations.mmseg.cli import add_common_arguments, allow_full_checkpoint_loading, load_config, parse
-from mmengine.runner import Runner
+from anyup_dense.integrations.mmseg.cli import TrustedCheckpointRunner, add_common_arguments, load_config, parse
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -22,7 +21,6 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     cfg = load_config(args)
     cfg.load_from = args.checkpoint
-    allow_full_checkpoint_loading()
     if args.tta:
         if "tta_pipeline" not in cfg:
             raise SystemExit("--tta needs a tta_pipeline in the config")
@@ -32,7 +30,7 @@ def main(argv=None) -> dict:
     if args.out is not None:
         cfg.test_evaluator["output_dir"] = args.out
         cfg.test_evaluator["keep_results"] = True
-    return Runner.from_cfg(cfg).test()
+    return TrustedCheckpointRunner.from_cfg(cfg).test()
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@
 """
 import argparse
 
-from anyup_dense.integrations.mmseg.cli import add_common_arguments, allow_full_checkpoint_loading, load_config, parse
+from anyup_dense.integrations.mmseg.cli import TrustedCheckpointRunner, add_common_arguments, load_config, parse
 from mmengine.runner import Runner
 
 
@@ -26,9 +26,7 @@ def main(argv=None) -> Runner:
         cfg.optim_wrapper.type = "AmpOptimWrapper"
         cfg.optim_wrapper.loss_scale = "dynamic"
     cfg.resume = args.resume
-    if args.resume or cfg.get("load_from"):
-        allow_full_checkpoint_loading()
-    runner = Runner.from_cfg(cfg)
+    runner = TrustedCheckpointRunner.from_cfg(cfg)
     runner.train()
     return runner
 

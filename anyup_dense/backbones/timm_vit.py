@@ -16,7 +16,7 @@ import torch.nn as nn
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-PretrainedArg = Union[None, bool, str]
+PretrainedArg = Union[None, bool, str, os.PathLike]
 
 
 def _import_timm():
@@ -49,10 +49,11 @@ class TimmViT(nn.Module):
         use_timm_weights = pretrained is True
         self.model = timm.create_model(model_name, pretrained=use_timm_weights, num_classes=0,
                                        dynamic_img_size=True, **model_kwargs)
-        if isinstance(pretrained, str):
-            load_backbone_weights(self.model, pretrained)
+        local = os.fspath(pretrained) if isinstance(pretrained, (str, os.PathLike)) else None
+        if local is not None:
+            load_backbone_weights(self.model, local)
         self.model_name = model_name
-        self.weights = "timm" if use_timm_weights else (pretrained if isinstance(pretrained, str) else "random")
+        self.weights = "timm" if use_timm_weights else (local or "random")
         depth = len(self.model.blocks)
         self.out_indices = tuple(i % depth for i in out_indices)
         self.norm = norm

@@ -1,46 +1,189 @@
 """Checkpoint sources (release names, URLs, local paths) and strict, explained loading.
 
-URLs go through ``torch.hub.load_state_dict_from_url``: the file lands in torch.hub's cache
-(``$TORCH_HOME/hub/checkpoints``) with a progress bar and is reused afterwards. ``file://``
-URLs take the same path, which is how the tests exercise it without a network.
+A source is ``True`` (the default release: the first entry of ``releases``), a release name,
+a URL (``http(s)://`` or ``file://``) or a local path (``str`` or ``os.PathLike``).
+
+URLs are downloaded once into torch.hub's cache (``$TORCH_HOME/hub/checkpoints``, file name
+as torch.hub picks it) with torch.hub's progress bar, and reused afterwards. A download goes
+to a temporary ``.partial`` file that is renamed only when complete, so an interrupted one
+never leaves a truncated file in the cache. Every network wait (connect, each read) gives up
+after :func:`download_timeout` seconds: ``DEFAULT_DOWNLOAD_TIMEOUT`` (60 s), or the value of
+the environment variable ``ANYUP_DENSE_DOWNLOAD_TIMEOUT``. Every failure (timeout, refused or
+dropped connection, HTTP error, truncated body) raises :class:`CheckpointDownloadError`, which
+names the URL and the two offline remedies: pass a local path, or copy the file to its exact
+cache path. A file that cannot be read raises :class:`CheckpointReadError` naming it.
 """
+import http.client
 import os
-from typing import Dict, Mapping, Optional
-from urllib.error import URLError
+import pickle
+import sys
+import uuid
+from typing import BinaryIO, Dict, Mapping, Optional, Sequence, Union
+from urllib.error import HTTPError, URLError
+from urllib.parse import urlparse
+from urllib.request import Request, urlopen
 
 import torch
 import torch.nn as nn
+from torch.hub import tqdm  # tqdm when installed, else torch.hub's silent stand-in
+
+Source = Union[bool, str, os.PathLike]
+
+DEFAULT_DOWNLOAD_TIMEOUT = 60.0
+DOWNLOAD_TIMEOUT_ENV = "ANYUP_DENSE_DOWNLOAD_TIMEOUT"
+_CHUNK = 1 << 16
 
 
 class CheckpointMismatchError(ValueError):
     """A checkpoint whose keys or shapes do not match the model; the message lists them."""
 
 
+class CheckpointDownloadError(OSError):
+    """A checkpoint URL that could not be downloaded; the message names the URL and the offline remedies."""
+
+
+class CheckpointReadError(OSError):
+    """A checkpoint file that exists but cannot be read: corrupt, truncated, not a torch file, or
+    pickling objects outside the ``weights_only`` allow-list."""
+
+
 def is_url(source: str) -> bool:
     return source.startswith(("http://", "https://", "file://"))
 
 
-def load_checkpoint_file(source: str, releases: Mapping[str, str], progress: bool = True,
-                         file_name: Optional[str] = None) -> dict:
-    """Load the object stored at ``source``: a release name in ``releases``, a URL or a path.
+def download_timeout() -> float:
+    """Seconds a download may wait on the network at once: ``$ANYUP_DENSE_DOWNLOAD_TIMEOUT``
+    when set, else ``DEFAULT_DOWNLOAD_TIMEOUT``."""
+    value = os.environ.get(DOWNLOAD_TIMEOUT_ENV)
+    if value is None:
+        return DEFAULT_DOWNLOAD_TIMEOUT
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = None
+    if seconds is None or not seconds > 0:  # also refuses nan
+        raise ValueError(f"{DOWNLOAD_TIMEOUT_ENV}={value!r}: expected a positive number of seconds")
+    return seconds
 
-    Returns whatever the file holds (a state_dict, or a training checkpoint dict), on CPU.
+
+def resolve_source(source: Source, releases: Mapping[str, str]) -> str:
+    """The URL or path that ``source`` stands for: ``True`` -> the first (default) release's URL,
+    a release name -> its URL, an ``os.PathLike`` -> its path (never a release name), another
+    string as is."""
+    if source is True:
+        if not releases:
+            raise ValueError("pretrained=True: there is no default release for this model; "
+                             "pass a path or URL to a checkpoint")
+        return next(iter(releases.values()))
+    if isinstance(source, os.PathLike):
+        return os.fspath(source)
+    if isinstance(source, str):
+        return releases.get(source, source)
+    names = ", ".join(repr(n) for n in releases) or "none"
+    raise ValueError(f"pretrained={source!r}: expected True, a release name (releases: {names}), "
+                     f"a URL or a path (str or os.PathLike)")
+
+
+def load_checkpoint_file(source: Source, releases: Mapping[str, str], progress: bool = True,
+                         file_name: Optional[str] = None, safe_globals: Sequence = ()) -> dict:
+    """Load the dict stored at ``source`` (see :func:`resolve_source`), on CPU.
+
+    Returns what the file holds: a state_dict or a training checkpoint dict; anything else
+    raises ``ValueError``. ``file_name`` overrides the cache file name of a URL (as in
+    ``torch.hub.load_state_dict_from_url``). Files are read with ``weights_only=True``;
+    ``safe_globals`` extends that allow-list for this call only (entries as for
+    ``torch.serialization.safe_globals``: a class, or a ``(stand_in, "module.Name")`` pair
+    that rebuilds a class without importing its package). Raises
+    :class:`CheckpointDownloadError` / :class:`CheckpointReadError` (both ``OSError``) and
+    ``FileNotFoundError`` as described in the module docstring.
     """
-    if source in releases:
-        source = releases[source]
-    if is_url(source):
-        try:
-            return torch.hub.load_state_dict_from_url(source, map_location="cpu", progress=progress,
-                                                      weights_only=True, file_name=file_name)
-        except URLError as error:
-            cache = hub_cache_path(file_name or os.path.basename(source))
-            raise OSError(f"could not download {source} ({error.reason}). Without network access, fetch "
-                          f"the file elsewhere and pass its path as pretrained=, or copy it to {cache}") from error
-    if not os.path.isfile(source):
-        names = ", ".join(repr(n) for n in releases)
-        raise FileNotFoundError(f"pretrained={source!r} is neither a release name ({names}), a URL, "
-                                f"nor an existing file")
-    return torch.load(source, map_location="cpu", weights_only=True)
+    location = resolve_source(source, releases)
+    if is_url(location):
+        path = hub_cache_path(file_name or url_file_name(location))
+        if not os.path.isfile(path):
+            download(location, path, progress)
+        origin = f"the torch.hub cache file for {location}"
+        remedy = (f"It may be a broken download: delete {path} so that the next call downloads it again, "
+                  f"or replace it with a good copy. ")
+    else:
+        path, origin, remedy = location, "checkpoint file", ""
+        if not os.path.isfile(path):
+            names = ", ".join(repr(n) for n in releases) or "none"
+            raise FileNotFoundError(f"pretrained={source!r} is neither a release name (releases: {names}), "
+                                    f"a URL, nor an existing file")
+    with torch.serialization.safe_globals(list(safe_globals)):
+        checkpoint = read_checkpoint(path, origin, remedy)
+    if not isinstance(checkpoint, Mapping):
+        raise ValueError(f"{origin} {path} holds a {type(checkpoint).__name__}; expected a state_dict "
+                         f"(a dict of tensors) or a checkpoint dict")
+    return checkpoint
+
+
+def read_checkpoint(path: str, origin: str = "checkpoint file", remedy: str = ""):
+    """``torch.load(path, map_location="cpu", weights_only=True)``; an unreadable file raises
+    :class:`CheckpointReadError` naming it (``origin`` describes it, ``remedy`` is appended)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError) as error:
+        detail = str(error) or type(error).__name__
+        raise CheckpointReadError(f"could not read {origin} {path}. {remedy}(torch.load: {detail})") from error
+
+
+def url_file_name(url: str) -> str:
+    """The cache file name torch.hub gives a URL: the last component of its path."""
+    return os.path.basename(urlparse(url).path)
+
+
+def download(url: str, path: str, progress: bool = True) -> None:
+    """Download ``url`` to ``path`` via a temporary file renamed on success (torch.hub's
+    scheme), waiting at most :func:`download_timeout` seconds on each network operation.
+
+    Any failure raises :class:`CheckpointDownloadError` naming ``url`` and the offline remedies,
+    and leaves nothing at ``path``.
+    """
+    timeout = download_timeout()
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    partial = f"{path}.{uuid.uuid4().hex}.partial"
+    if progress:
+        sys.stderr.write(f'Downloading: "{url}" to {path}\n')
+    file = open(partial, "wb")  # an unwritable cache raises its own OSError, naming the path
+    try:
+        with file:
+            _copy_response(url, file, timeout, progress)
+        os.replace(partial, path)
+    except (OSError, http.client.HTTPException) as error:
+        raise CheckpointDownloadError(f"could not download {url} ({_describe(error, timeout)}). To load the "
+                                      f"weights offline, fetch the file elsewhere and pass its path as "
+                                      f"pretrained=, or copy it to {path}") from error
+    finally:
+        if os.path.exists(partial):
+            os.remove(partial)
+
+
+def _copy_response(url: str, file: BinaryIO, timeout: float, progress: bool) -> None:
+    """Stream the body at ``url`` into ``file``; a body shorter than its Content-Length raises
+    ``http.client.IncompleteRead``."""
+    with urlopen(Request(url, headers={"User-Agent": "anyup_dense"}), timeout=timeout) as response:
+        length = response.headers.get("Content-Length")
+        expected = int(length) if length is not None else None
+        received = 0
+        with tqdm(total=expected, disable=not progress, unit="B", unit_scale=True, unit_divisor=1024) as bar:
+            while chunk := response.read(_CHUNK):
+                file.write(chunk)
+                received += len(chunk)
+                bar.update(len(chunk))
+        if expected is not None and received < expected:
+            raise http.client.IncompleteRead(b"", expected - received)
+
+
+def _describe(error: BaseException, timeout: float) -> str:
+    """The cause of a failed download, in words."""
+    reason = error.reason if isinstance(error, URLError) and not isinstance(error, HTTPError) else error
+    if isinstance(reason, TimeoutError):
+        return f"no answer within {timeout:g} s; set {DOWNLOAD_TIMEOUT_ENV} to wait longer"
+    if isinstance(reason, http.client.IncompleteRead):
+        return f"connection closed with {reason.expected} bytes still to come"
+    return str(reason) or type(reason).__name__
 
 
 def check_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str = "checkpoint") -> None:
@@ -75,5 +218,5 @@ def hub_cache_path(filename: str) -> str:
 
 def cached_release(name: str, releases: Mapping[str, str]) -> Optional[str]:
     """Path of a release already in torch.hub's cache, or ``None`` (never downloads)."""
-    path = hub_cache_path(os.path.basename(releases[name]))
+    path = hub_cache_path(url_file_name(releases[name]))
     return path if os.path.isfile(path) else None

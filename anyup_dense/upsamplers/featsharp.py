@@ -20,6 +20,7 @@ The native output is always N x N (square, whatever the image's aspect ratio). `
 (default: the image size, as for every upsampler here) resamples it bilinearly
 (align_corners=False); pass ``output_size=model.hr_size`` for the native map.
 """
+import os
 from typing import Callable, Optional, Union
 
 import torch
@@ -194,14 +195,16 @@ def _checkpoint_state(checkpoint: dict, upsample_factor: int, no_ln: bool) -> di
 
 @UPSAMPLERS.register("featsharp")
 def build_featsharp(dim: int, upsample_factor: int = 2, model_resolution: int = 224, patch_size: int = 14,
-                    pretrained: Union[None, str] = None, no_ln: bool = False, **kwargs) -> FeatSharp:
+                    pretrained: Union[None, bool, str, os.PathLike] = None, no_ln: bool = False,
+                    **kwargs) -> FeatSharp:
     """FeatSharp for a featurizer of dim D at resolution R with patch p (defaults: 2x for a /14 ViT
     at 224, e.g. DINOv2 ViT-S/14 with dim=384); ``pretrained``: a path or URL
     to a training checkpoint (``last.pth.tar``: ``model_state`` + ``upsample_args``, plain or
-    spectral weights) or a plain state_dict, or ``None``. No official weights are released.
+    spectral weights) or a plain state_dict, or ``None``/``False``. No official weights are
+    released, so ``True`` is refused.
     """
     model = FeatSharp(dim, upsample_factor, model_resolution, patch_size, no_ln=no_ln, **kwargs)
-    if pretrained is not None:
+    if pretrained is not None and pretrained is not False:
         checkpoint = load_checkpoint_file(pretrained, {})
         state = convert_official_state_dict(_checkpoint_state(checkpoint, upsample_factor, no_ln))
         load_state_dict_strict(model, state, source=f"FeatSharp checkpoint {pretrained!r}")

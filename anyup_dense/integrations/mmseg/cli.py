@@ -1,9 +1,15 @@
 """Pieces shared by ``tools/train.py`` and ``tools/test.py`` (mmseg's command-line conventions)."""
 import argparse
+import contextlib
 import os
 import os.path as osp
+import pickle
 
+import numpy as np
+import torch
 from mmengine.config import Config, DictAction
+from mmengine.logging import HistoryBuffer
+from mmengine.runner import Runner
 
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -36,9 +42,63 @@ def load_config(args: argparse.Namespace) -> Config:
     return cfg
 
 
-def allow_full_checkpoint_loading() -> None:
-    """mmengine checkpoints pickle the training state (message hub, numpy values), which
-    torch >= 2.6 refuses by default; load the checkpoint the user names in full, as mmseg's
-    tools did before. Calls that pass ``weights_only=True`` (our weight loaders) are unaffected.
-    Only use checkpoints you trust."""
-    os.environ.setdefault("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+def _history_buffer_statistic(owner: type, name: str):
+    """Stand-in for ``getattr`` while unpickling: mmengine pickles a ``HistoryBuffer``'s
+    statistics methods as ``getattr(HistoryBuffer, "min")``; only those four are handed out."""
+    if owner is HistoryBuffer and name in ("min", "max", "current", "mean"):
+        return getattr(HistoryBuffer, name)
+    raise pickle.UnpicklingError(f"refusing getattr({owner!r}, {name!r}): only HistoryBuffer's min/max/current/mean "
+                                 f"are allowed")
+
+
+def _numpy_globals() -> list:
+    """numpy arrays, scalars and numeric dtypes, under numpy 2's (``numpy._core``) and numpy 1's
+    (``numpy.core``) pickle names."""
+    multiarray = np._core.multiarray
+    reconstructors = [(getattr(multiarray, name), f"numpy.{core}.multiarray.{name}")
+                      for name in ("_reconstruct", "scalar") for core in ("_core", "core")]
+    numeric = (np.bool_, np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64,
+               np.float16, np.float32, np.float64)
+    return reconstructors + [np.ndarray, np.dtype] + [type(np.dtype(t)) for t in numeric]
+
+
+def trusted_checkpoint_globals() -> list:
+    """What an mmengine training checkpoint pickles beyond ``weights_only``'s defaults (tensors,
+    containers, ``OrderedDict``): numpy arrays / scalars / numeric dtypes and mmengine's
+    ``HistoryBuffer`` (with a ``getattr`` that returns only its statistics methods)."""
+    return _numpy_globals() + [HistoryBuffer, (_history_buffer_statistic, "builtins.getattr")]
+
+
+class UntrustedCheckpointError(pickle.UnpicklingError):
+    """A checkpoint that pickles objects outside :func:`trusted_checkpoint_globals`."""
+
+
+@contextlib.contextmanager
+def trusted_checkpoint_loading(filename: str):
+    """``torch.load``'s ``weights_only`` loading with :func:`trusted_checkpoint_globals` allowed,
+    for this block only; a refusal raises :class:`UntrustedCheckpointError` naming ``filename``."""
+    with torch.serialization.safe_globals(trusted_checkpoint_globals()):
+        try:
+            yield
+        except pickle.UnpicklingError as error:
+            raise UntrustedCheckpointError(
+                f"refusing to load the checkpoint {filename}: it holds more than an mmengine checkpoint does "
+                f"(tensors, containers, numpy arrays/scalars/dtypes, mmengine's HistoryBuffer), or is corrupt; "
+                f"unpickling other objects could run arbitrary code. Only if you trust the file, load it yourself "
+                f"with torch.load(..., weights_only=False) and save its 'state_dict' alone. torch.load: {error}"
+            ) from error
+
+
+class TrustedCheckpointRunner(Runner):
+    """mmengine's ``Runner``, loading ``load_from`` / resume checkpoints within
+    :func:`trusted_checkpoint_loading` (mmengine calls ``torch.load`` without ``weights_only``,
+    which torch >= 2.6 treats as ``weights_only=True``, refusing mmengine's own numpy and
+    ``HistoryBuffer`` entries; older torch loads everything)."""
+
+    def load_checkpoint(self, filename: str, *args, **kwargs):
+        with trusted_checkpoint_loading(filename):
+            return super().load_checkpoint(filename, *args, **kwargs)
+
+    def resume(self, filename: str, *args, **kwargs):
+        with trusted_checkpoint_loading(filename):
+            return super().resume(filename, *args, **kwargs)
