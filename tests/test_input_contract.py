@@ -1,4 +1,5 @@
 """The input contract shared by every upsampler: clear ValueErrors, any C / size / dtype."""
+import numpy as np
 import pytest
 import torch
 
@@ -30,6 +31,7 @@ BAD_INPUTS = [
     ("image smaller than features", lambda f, i: (f, i[:, :, :3]), r"image \(3x35\) is smaller than the feature map \(4x5\)"),
     ("4-channel image", lambda f, i: (f, torch.cat([i, i[:, :1]], 1)), "image must have 3 channels"),
     ("dtype mismatch", lambda f, i: (f.double(), i), "dtype mismatch: features are torch.float64 but image is torch.float32"),
+    ("zero channels", lambda f, i: (f[:, :0], i), r"features must have at least one sample and one channel, got shape \(1, 0, 4, 5\)"),
 ]
 
 
@@ -42,11 +44,17 @@ def test_bad_inputs_raise_clear_errors(name, case):
         make(name)(feats, image)
 
 
-@pytest.mark.parametrize("bad", [0, -3, (4,), (4, 0), (4.0, 5), "448"])
+@pytest.mark.parametrize("bad", [0, -3, (4,), (4, 0), (4.0, 5), "448", True, 2.5, (True, 4), torch.tensor([4, 5])])
 def test_bad_output_size(bad):
     feats, image = inputs()
     with pytest.raises(ValueError, match="output_size must be None, a positive int or"):
         make("bilinear")(feats, image, output_size=bad)
+
+
+@pytest.mark.parametrize("size", [np.int64(9), (np.int32(9), torch.tensor(9)), torch.Size([9, 9]), [9, 9]])
+def test_integer_scalars_of_any_library_are_sizes(size):
+    feats, image = inputs()
+    assert make("bilinear")(feats, image, output_size=size).shape == (1, 6, 9, 9)
 
 
 def test_weights_dtype_mismatch_names_the_fix():

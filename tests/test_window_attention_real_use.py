@@ -120,3 +120,12 @@ def test_triton_entry_point_checks_dtypes_directly():
     q, k, v = _qkv()
     with pytest.raises(ValueError, match="q, k, v must share one dtype"):
         window_attention_triton(q.half(), k.half(), v, 0.1)
+
+
+def test_anyup_checks_its_attention_arguments_when_built():
+    from anyup_dense.upsamplers.anyup import AnyUp
+
+    with pytest.raises(ValueError, match="window_ratio must be a finite number >= 0"):
+        AnyUp(qk_dim=16, window_ratio=-0.1)
+    with pytest.raises(ValueError, match="max_pixels_per_chunk must be None or a positive integer, got 7.5"):
+        AnyUp(qk_dim=16, max_pixels_per_chunk=7.5)

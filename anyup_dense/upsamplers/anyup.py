@@ -21,7 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from anyup_dense.ops.window_attention import window_attention
+from anyup_dense.ops.window_attention import check_chunk_size, check_window_ratio, window_attention
 from anyup_dense.registry import UPSAMPLERS
 from anyup_dense.upsamplers.anyup_layers import FeatureAgnosticLayer, PositionalModulation, ResBlock
 from anyup_dense.upsamplers.base import Upsampler, keep_as_buffers
@@ -57,7 +57,7 @@ class WindowCrossAttention(nn.Module):
         if dim % num_heads:
             raise ValueError(f"qk_dim ({dim}) must be divisible by num_heads ({num_heads})")
         self.num_heads = num_heads
-        self.window_ratio = window_ratio
+        self.window_ratio = check_window_ratio(window_ratio)
         self.norm_q = nn.RMSNorm(dim)
         self.norm_k = nn.RMSNorm(dim)
         self.attention = nn.MultiheadAttention(dim, num_heads, bias=True, batch_first=True)
@@ -117,7 +117,7 @@ class AnyUp(Upsampler):
         lfu_dim = qk_dim if lfu_dim is None else lfu_dim
         self.guidance_channels = input_dim
         self.backend = backend
-        self.max_pixels_per_chunk = max_pixels_per_chunk
+        self.max_pixels_per_chunk = check_chunk_size(max_pixels_per_chunk)
         self.checkpoint_encoders = checkpoint_encoders
         self.image_encoder = _encoder(_conv(input_dim, qk_dim, kernel_size, "reflect"), qk_dim, qk_dim)
         self.key_encoder = _encoder(_conv(qk_dim, qk_dim, 1, "reflect"), qk_dim, qk_dim)

@@ -6,6 +6,7 @@
 (square) or ``(H', W')``. Subclasses implement :meth:`Upsampler.upsample`, which receives
 inputs that already passed :func:`validate_inputs`.
 """
+import operator
 from typing import Optional, Sequence, Tuple, Union
 
 import torch
@@ -25,16 +26,33 @@ def _check_4d(name: str, tensor, layout: str) -> None:
         raise ValueError(f"{name} must be a floating-point tensor, got dtype {tensor.dtype}")
 
 
+def _as_int(value) -> Optional[int]:
+    """A Python, numpy or 0-d torch integer as ``int``; ``None`` for anything else (bools,
+    floats, strings, tensors with more than one element)."""
+    if isinstance(value, bool) or (isinstance(value, torch.Tensor) and value.dim() != 0):
+        return None
+    try:
+        return operator.index(value)
+    except TypeError:
+        return None
+
+
 def resolve_output_size(output_size: SizeArg, image_hw: Tuple[int, int]) -> Tuple[int, int]:
-    """``None`` -> image size; ``n`` -> ``(n, n)``; ``(h, w)`` -> itself; positive ints only."""
+    """``None`` -> image size; ``n`` -> ``(n, n)``; ``(h, w)`` -> itself. Positive integers
+    only (Python, numpy or 0-d torch integers; not bools or floats)."""
     if output_size is None:
         return tuple(image_hw)
-    if isinstance(output_size, int):
-        output_size = (output_size, output_size)
-    size = tuple(output_size)
-    if len(size) != 2 or not all(isinstance(s, int) and s > 0 for s in size):
-        raise ValueError(f"output_size must be None, a positive int or (height, width) of positive ints, "
-                         f"got {output_size!r}")
+    error = ValueError(f"output_size must be None, a positive int or (height, width) of positive ints, "
+                       f"got {output_size!r}")
+    single = _as_int(output_size)
+    if single is not None:
+        size = (single, single)
+    elif isinstance(output_size, (tuple, list, torch.Size)) and len(output_size) == 2:
+        size = tuple(_as_int(s) for s in output_size)
+    else:
+        raise error
+    if not all(s is not None and s > 0 for s in size):
+        raise error
     return size
 
 
@@ -59,6 +77,8 @@ def validate_inputs(
     _check_4d("features", features, "[B, C, h, w]")
     _check_4d("image", image, f"[B, {guidance_channels}, H, W]")
     b, c, h, w = features.shape
+    if b == 0 or c == 0:
+        raise ValueError(f"features must have at least one sample and one channel, got shape {tuple(features.shape)}")
     if image.shape[1] != guidance_channels:
         raise ValueError(f"image must have {guidance_channels} channels (ImageNet-normalised RGB), "
                          f"got shape {tuple(image.shape)}")

@@ -17,6 +17,7 @@ from mmengine.model import BaseModule
 from mmseg.registry import MODELS
 
 from anyup_dense.integrations.mmseg.guidance import backbone_featurizer, image_norm_module
+from anyup_dense.ops.window_attention import check_chunk_size
 from anyup_dense.registry import build_upsampler
 
 
@@ -67,7 +68,7 @@ class UpsamplerNeck(BaseModule):
         if max_pixels_per_chunk is not None:
             if not hasattr(self.upsampler, "max_pixels_per_chunk"):
                 raise ValueError(f"upsampler {name!r} has no max_pixels_per_chunk setting")
-            self.upsampler.max_pixels_per_chunk = max_pixels_per_chunk
+            self.upsampler.max_pixels_per_chunk = check_chunk_size(max_pixels_per_chunk)
         self.in_index = in_index
         self.out_strides = tuple(out_strides)
         self.frozen = frozen
