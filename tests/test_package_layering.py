@@ -9,8 +9,7 @@ import sys
 for name in {BLOCKED!r}:
     sys.modules[name] = None  # any import of it now raises ImportError
 import torch, anyup_dense
-for name in anyup_dense.list_upsamplers():
-    assert name in ('anyup', 'bicubic', 'bilinear', 'featsharp', 'featup_jbu'), name
+assert len(anyup_dense.list_upsamplers()) >= 6, anyup_dense.list_upsamplers()  # every built-in registered
 up = anyup_dense.build_upsampler('anyup', qk_dim=16, num_heads=2)
 out = up(torch.randn(1, 3, 4, 4), torch.randn(1, 3, 16, 16))
 assert out.shape == (1, 3, 16, 16)

@@ -8,5 +8,7 @@ from anyup_dense.upsamplers.baselines import InterpolationUpsampler
 from anyup_dense.upsamplers.checkpoint import CheckpointMismatchError
 from anyup_dense.upsamplers.featsharp import FeatSharp
 from anyup_dense.upsamplers.featup_jbu import FeatUpJBU
+from anyup_dense.upsamplers.upsample_anything import UpsampleAnything
 
-__all__ = ["AnyUp", "Upsampler", "InterpolationUpsampler", "CheckpointMismatchError", "validate_inputs"]
+__all__ = ["AnyUp", "FeatSharp", "FeatUpJBU", "UpsampleAnything", "Upsampler", "InterpolationUpsampler",
+           "CheckpointMismatchError", "validate_inputs"]
