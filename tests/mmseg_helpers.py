@@ -1,7 +1,10 @@
 """Tiny mmseg runs of the shipped configs: a tiny ViT and neck, synthetic data, CPU."""
 import pathlib
 
+import torch
 from mmengine import Config
+from mmengine.structures import PixelData
+from mmseg.structures import SegDataSample
 
 from conftest import ROOT as REPO
 
@@ -38,3 +41,15 @@ def tiny_config(config: pathlib.Path, data_root: pathlib.Path, work_dir: pathlib
                 transform["size"] = CROP
     cfg.merge_from_dict(overrides)
     return cfg
+
+
+def batch(n: int = 2, height: int = 56, width: int = 56) -> dict:
+    """A segmentation batch of random uint8 images and 4-class labels, as a dataloader yields it."""
+    samples = []
+    for _ in range(n):
+        sample = SegDataSample(metainfo=dict(img_shape=(height, width), ori_shape=(height, width),
+                                             pad_shape=(height, width)))
+        sample.gt_sem_seg = PixelData(data=torch.randint(0, 4, (1, height, width)))
+        samples.append(sample)
+    return dict(inputs=[torch.randint(0, 255, (3, height, width), dtype=torch.uint8) for _ in range(n)],
+                data_samples=samples)

@@ -12,12 +12,11 @@ import torch  # noqa: E402
 from mmengine import Config  # noqa: E402
 from mmengine.optim import OptimWrapper  # noqa: E402
 from mmengine.registry import init_default_scope  # noqa: E402
-from mmengine.structures import PixelData  # noqa: E402
 from mmseg.registry import MODELS  # noqa: E402
-from mmseg.structures import SegDataSample  # noqa: E402
 
 from anyup_dense.integrations.mmseg.guidance import ToImageNet, backbone_featurizer  # noqa: E402
 from anyup_dense.integrations.mmseg.transforms import ResizeCenterCrop, decode_normals, encode_normals  # noqa: E402
+from mmseg_helpers import batch  # noqa: E402
 
 CONFIG = (pathlib.Path(__file__).resolve().parents[1] / "configs" / "mmseg" / "linear_probe"
           / "anyup_vit-s14-dinov2_linear-probe_ade20k-151_448x448.py")
@@ -33,17 +32,6 @@ def tiny_segmentor(**neck) -> torch.nn.Module:
                          **{f"model.neck.{k}": v for k, v in neck.items()}})
     init_default_scope("mmseg")
     return MODELS.build(cfg.model)
-
-
-def batch(n: int = 2, height: int = SIZE, width: int = SIZE) -> dict:
-    samples = []
-    for _ in range(n):
-        sample = SegDataSample(metainfo=dict(img_shape=(height, width), ori_shape=(height, width),
-                                             pad_shape=(height, width)))
-        sample.gt_sem_seg = PixelData(data=torch.randint(0, 4, (1, height, width)))
-        samples.append(sample)
-    return dict(inputs=[torch.randint(0, 255, (3, height, width), dtype=torch.uint8) for _ in range(n)],
-                data_samples=samples)
 
 
 def train_steps(model: torch.nn.Module, steps: int = 3) -> None:

@@ -94,13 +94,10 @@ class UpsamplerNeck(BaseModule):
         height, width = image.shape[-2:]
         finest = min(self.out_strides)
         size = (max(1, height // finest), max(1, width // finest))
+        guidance = self.to_imagenet(image.to(features.dtype))
         extra = {}
         if self.upsampler.requires_featurizer:
-            if backbone is None:
-                raise RuntimeError(f"{type(self).__name__} ({self.upsampler_name}) needs the backbone as a "
-                                   f"featurizer: use a Guided* segmentor, which passes it")
-            extra["featurizer"] = backbone_featurizer(backbone, self.in_index)
-        guidance = self.to_imagenet(image.to(features.dtype))
+            features, extra["featurizer"] = self._featurizer_view(features, guidance, backbone)
         # Frozen = no trainable upsampler weights, not a cut graph: gradients still reach
         # a trainable backbone; autograd records nothing when no input needs a gradient.
         high = self.upsampler(features, guidance, size, **extra)
@@ -108,6 +105,21 @@ class UpsamplerNeck(BaseModule):
             high = F.interpolate(high, size=size, mode="bilinear", align_corners=False)
         return tuple(high if stride == finest else self._resize(high, height // stride, width // stride)
                      for stride in self.out_strides)
+
+    def _featurizer_view(self, features: torch.Tensor, guidance: torch.Tensor, backbone: Optional[nn.Module]):
+        """For upsamplers that run the backbone themselves (FeatSharp): the backbone map of the
+        square ``model_resolution`` view of the guidance (the given map when the input already
+        is that view, as in the probe configs), and the featurizer for its tiles. Any input
+        size works, so whole and slide inference do too (as in the Detectron2 backbone)."""
+        if backbone is None:
+            raise RuntimeError(f"{type(self).__name__} ({self.upsampler_name}) needs the backbone as a "
+                               f"featurizer: use a Guided* segmentor, which passes it")
+        featurizer = backbone_featurizer(backbone, self.in_index)
+        resolution = self.upsampler.model_resolution
+        if tuple(guidance.shape[-2:]) != (resolution, resolution):
+            view = F.interpolate(guidance, size=(resolution, resolution), mode="bilinear", align_corners=False)
+            features = featurizer(view)
+        return features, featurizer
 
     @staticmethod
     def _resize(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
