@@ -65,12 +65,13 @@ def validate_inputs(
     expected_channels: Optional[int] = None,
     reference_param: Optional[torch.Tensor] = None,
     check_finite: bool = False,
+    min_feature_size: int = MIN_FEATURE_SIZE,
 ) -> Tuple[int, int]:
     """Check the shared input contract and return the resolved ``(H', W')``.
 
     Raises ``ValueError`` naming the argument and what was expected for: non-tensors or
     non-4-D tensors, a wrong guidance channel count, batch-size mismatch, feature maps
-    smaller than 2x2, images smaller than the feature map, a channel count a checkpoint
+    smaller than ``min_feature_size`` (2x2 by default), images smaller than the feature map, a channel count a checkpoint
     cannot take, dtype/device mismatches between image, features and the module's weights,
     and (with ``check_finite``) NaN/Inf values.
     """
@@ -84,8 +85,8 @@ def validate_inputs(
                          f"got shape {tuple(image.shape)}")
     if image.shape[0] != b:
         raise ValueError(f"batch size mismatch: features has {b} samples but image has {image.shape[0]}")
-    if h < MIN_FEATURE_SIZE or w < MIN_FEATURE_SIZE:
-        raise ValueError(f"features must be at least {MIN_FEATURE_SIZE}x{MIN_FEATURE_SIZE} spatially, "
+    if h < min_feature_size or w < min_feature_size:
+        raise ValueError(f"features must be at least {min_feature_size}x{min_feature_size} spatially, "
                          f"got {h}x{w}")
     if image.shape[2] < h or image.shape[3] < w:
         raise ValueError(f"image ({image.shape[2]}x{image.shape[3]}) is smaller than the feature map "
@@ -131,6 +132,8 @@ class Upsampler(nn.Module):
     Attributes a subclass may set:
       * ``expected_channels``: the feature channel count its weights need (``None``: any C);
       * ``guidance_channels``: channels of the guidance image (3, RGB);
+      * ``min_feature_size``: the smallest feature map side it takes (2; 1 where the
+        architecture needs no neighbours);
       * ``check_finite``: reject NaN/Inf inputs (off by default: it costs a device sync);
       * ``requires_featurizer``: the upsampler runs the backbone itself (FeatSharp's tiles).
         Its forward then also takes ``featurizer=`` (a callable: ImageNet-normalised crops
@@ -141,6 +144,7 @@ class Upsampler(nn.Module):
 
     expected_channels: Optional[int] = None
     guidance_channels: int = 3
+    min_feature_size: int = MIN_FEATURE_SIZE
     requires_featurizer: bool = False
 
     def __init__(self, check_finite: bool = False):
@@ -157,6 +161,7 @@ class Upsampler(nn.Module):
             expected_channels=self.expected_channels,
             reference_param=next(self.parameters(), None),
             check_finite=self.check_finite,
+            min_feature_size=self.min_feature_size,
         )
         return self.upsample(features, image, size)
 
