@@ -159,3 +159,91 @@ def test_missing_detectron2_gives_a_clear_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "detectron2", None)
     with pytest.raises(ImportError, match="needs the 'detectron2' package"):
         import anyup_dense.integrations.detectron2  # noqa: F401
+
+
+SOLVER_KEYS = ["OPTIMIZER", "ADAMW", "BASE_LR", 2.0, "WEIGHT_DECAY", 0.1, "WEIGHT_DECAY_NORM", 0.01,
+               "BIAS_LR_FACTOR", 3.0, "VIT_LAYER_DECAY", 0.5, "WARMUP_ITERS", 0]
+
+
+def _hyper(optimizer):
+    """{param: (lr, weight_decay)} of an optimizer's groups."""
+    return {p: (g["lr"], g["weight_decay"]) for g in optimizer.param_groups for p in g["params"]}
+
+
+@pytest.mark.parametrize("weight_decay_bias", [0.0, None])
+def test_optimizer_honours_detectron2_solver_keys_with_layer_decay(weight_decay_bias):
+    """lr = BASE_LR (x BIAS_LR_FACTOR for biases) x the ViT layer multiplier; weight decay:
+    WEIGHT_DECAY_BIAS for biases when set, else WEIGHT_DECAY_NORM in norm layers (incl.
+    LayerNorm2d and RMSNorm), 0 for position embeddings, else WEIGHT_DECAY."""
+    from detectron2.config import get_cfg
+
+    depth, base, decay = 3, 2.0, 0.5
+    backbone = tiny_backbone("anyup", 2, upsampler_frozen=False, vit_frozen=False, depth=depth)
+    cfg = d2.add_anyup_config(get_cfg())
+    cfg.SOLVER.merge_from_list([*SOLVER_KEYS, "WEIGHT_DECAY_BIAS", weight_decay_bias])
+    hyper = _hyper(d2.build_optimizer(cfg, backbone))
+    bias_wd = 0.1 if weight_decay_bias is None else weight_decay_bias
+    norm_bias_wd = 0.01 if weight_decay_bias is None else weight_decay_bias
+    vit = backbone.vit.model
+    expected = {
+        vit.pos_embed: (base * decay ** 4, 0.0),
+        vit.patch_embed.proj.weight: (base * decay ** 4, 0.1),
+        vit.patch_embed.proj.bias: (3 * base * decay ** 4, bias_wd),
+        vit.blocks[0].attn.qkv.weight: (base * decay ** 3, 0.1),
+        vit.blocks[0].attn.qkv.bias: (3 * base * decay ** 3, bias_wd),
+        vit.blocks[0].norm1.weight: (base * decay ** 3, 0.01),
+        vit.blocks[0].norm1.bias: (3 * base * decay ** 3, norm_bias_wd),
+        vit.blocks[2].mlp.fc2.weight: (base * decay, 0.1),
+        vit.blocks[2].mlp.fc2.bias: (3 * base * decay, bias_wd),
+        vit.norm.weight: (base, 0.01),
+        backbone.pyramid.stages.p2[1].weight: (base, 0.1),                # 1x1 conv, no bias with a norm
+        backbone.pyramid.stages.p2[1].norm.weight: (base, 0.01),          # LayerNorm2d
+        backbone.pyramid.stages.p2[1].norm.bias: (3 * base, norm_bias_wd),
+        backbone.upsampler.cross_decode.cross_attn.norm_q.weight: (base, 0.01),  # RMSNorm
+    }
+    for param, (lr, wd) in expected.items():
+        assert hyper[param] == (pytest.approx(lr, rel=1e-12), wd)
+    assert len(hyper) == sum(1 for p in backbone.parameters() if p.requires_grad)
+
+
+def test_optimizer_without_layer_decay_matches_detectron2_build_optimizer():
+    """With VIT_LAYER_DECAY 1 our groups equal Detectron2's own build_optimizer, except where
+    ours adds rules: norm layers it does not know, position embeddings and tokens."""
+    from detectron2.config import get_cfg
+    from detectron2.solver import build_optimizer as d2_build_optimizer
+
+    backbone = tiny_backbone("anyup", 2, upsampler_frozen=False, vit_frozen=False)
+    cfg = d2.add_anyup_config(get_cfg())
+    cfg.SOLVER.merge_from_list(["OPTIMIZER", "SGD", "BASE_LR", 2.0, "WEIGHT_DECAY", 0.1, "WEIGHT_DECAY_NORM", 0.01,
+                                "BIAS_LR_FACTOR", 3.0, "WEIGHT_DECAY_BIAS", 0.02])
+    ours, theirs = _hyper(d2.build_optimizer(cfg, backbone)), _hyper(d2_build_optimizer(cfg, backbone))
+    extra = {p for m in backbone.modules() if isinstance(m, d2.lr_decay.EXTRA_NORM_TYPES)
+             for name, p in m.named_parameters(recurse=False) if name != "bias"}
+    extra |= {backbone.vit.model.pos_embed, backbone.vit.model.cls_token}
+    assert set(ours) == set(theirs)
+    differing = {p for p in ours if ours[p] != theirs[p]}
+    assert differing == extra
+    assert all(ours[p][1] == (0.0 if p.dim() == 3 else 0.01) for p in extra)
+
+
+@pytest.mark.parametrize("size", [(16, 64), (64, 16), (32, 16)])
+def test_input_below_minimum_size_is_refused(size):
+    backbone = tiny_backbone("bilinear", 2)
+    with pytest.raises(ValueError, match=rf"input size {size[0]}x{size[1]} is below the backbone's minimum of 32 px "
+                                         r"per side \(vit_stride 16; pyramid level p5 has stride 32\)"):
+        backbone(torch.randn(1, 3, *size))
+    assert set(backbone(torch.randn(1, 3, 32, 32))) == {"p2", "p3", "p4", "p5", "p6"}  # the minimum works
+
+
+def test_upsampler_that_does_not_fit_the_vit_is_refused_when_built():
+    from anyup_dense.upsamplers.featsharp import FeatSharp
+
+    with pytest.raises(ValueError, match=r"FeatSharp takes 48-channel features \(its dim\) but the ViT "
+                                         r"vit_small_patch14_dinov2 gives 32; set the upsampler's dim to 32"):
+        tiny_backbone(FeatSharp(48, model_resolution=56), 2)
+    with pytest.raises(ValueError, match=r"FeatSharp takes a 7x7 feature grid at model_resolution=56 \(patch_size 8\), "
+                                         r"but the ViT vit_small_patch14_dinov2 has patch size 14; set the "
+                                         r"upsampler's patch_size to 14"):
+        tiny_backbone(FeatSharp(32, model_resolution=56, patch_size=8), 2)
+    with pytest.raises(ValueError, match="upsampler must be an nn.Module or None, got 'bilinear'"):
+        d2.UpsampledViTBackbone(TimmViT("vit_small_patch14_dinov2", **TINY_VIT), "bilinear", 2)

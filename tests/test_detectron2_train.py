@@ -4,9 +4,9 @@ import math
 import pytest
 import torch
 
-from detectron2_helpers import CONFIG_DIR, TINY_VIT, d2, load_tool, synthetic_coco, tiny_yacs_cfg  # noqa: F401
+from detectron2_helpers import (  # noqa: F401
+    CONFIG_DIR, MASK_RCNN, TINY_VIT, d2, load_tool, no_network, synthetic_coco, synthetic_coco_files, tiny_yacs_cfg)
 
-MASK_RCNN = CONFIG_DIR / "COCO-InstanceSegmentation"
 COCO_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 
 
@@ -18,6 +18,21 @@ def assert_coco_results(results, tasks):
             assert math.isfinite(value) or key in ("APm", "APl"), (task, key, value)
             assert math.isnan(value) or 0.0 <= value <= 100.0
         assert results[task]["AP50"] >= 0.0
+
+
+def tiny_opts(dataset, output_dir):
+    """Command-line overrides of tools/train_net.py for the tiny model on ``dataset``."""
+    return ["MODEL.DEVICE", "cpu", "MODEL.SFP.OUT_CHANNELS", "32",
+            "MODEL.ANCHOR_GENERATOR.SIZES", "[[8], [16], [32], [64], [128]]",
+            "MODEL.ROI_HEADS.NUM_CLASSES", "2", "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "32",
+            "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0", "MODEL.RPN.POST_NMS_TOPK_TEST", "100",
+            "TEST.DETECTIONS_PER_IMAGE", "20", "MODEL.ROI_BOX_HEAD.CONV_DIM", "32",
+            "MODEL.ROI_BOX_HEAD.FC_DIM", "64", "MODEL.ROI_MASK_HEAD.CONV_DIM", "32",
+            "INPUT.MIN_SIZE_TRAIN", "(64,)", "INPUT.MAX_SIZE_TRAIN", "128", "INPUT.MIN_SIZE_TEST", "64",
+            "INPUT.MAX_SIZE_TEST", "128", "DATASETS.TRAIN", f"('{dataset}',)",
+            "DATASETS.TEST", f"('{dataset}',)", "DATALOADER.NUM_WORKERS", "0", "SOLVER.IMS_PER_BATCH", "2",
+            "SOLVER.MAX_ITER", "3", "SOLVER.STEPS", "()", "SOLVER.WARMUP_ITERS", "0", "SOLVER.BASE_LR", "0.001",
+            "OUTPUT_DIR", str(output_dir)]
 
 
 @pytest.mark.parametrize("upsampler", ["bilinear", "anyup"])
@@ -35,16 +50,7 @@ MODEL:
     KWARGS:{extra}
 """)
     train_net = load_tool("train_net")
-    opts = ["MODEL.DEVICE", "cpu", "MODEL.SFP.OUT_CHANNELS", "32",
-            "MODEL.ANCHOR_GENERATOR.SIZES", "[[8], [16], [32], [64], [128]]",
-            "MODEL.ROI_HEADS.NUM_CLASSES", "2", "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "32",
-            "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0", "MODEL.ROI_BOX_HEAD.CONV_DIM", "32",
-            "MODEL.ROI_BOX_HEAD.FC_DIM", "64", "MODEL.ROI_MASK_HEAD.CONV_DIM", "32",
-            "INPUT.MIN_SIZE_TRAIN", "(64,)", "INPUT.MAX_SIZE_TRAIN", "128", "INPUT.MIN_SIZE_TEST", "64",
-            "INPUT.MAX_SIZE_TEST", "128", "DATASETS.TRAIN", f"('{synthetic_coco}',)",
-            "DATASETS.TEST", f"('{synthetic_coco}',)", "DATALOADER.NUM_WORKERS", "0", "SOLVER.IMS_PER_BATCH", "2",
-            "SOLVER.MAX_ITER", "3", "SOLVER.STEPS", "()", "SOLVER.WARMUP_ITERS", "0", "SOLVER.BASE_LR", "0.001",
-            "OUTPUT_DIR", str(tmp_path / "out")]
+    opts = tiny_opts(synthetic_coco, tmp_path / "out")
     args = train_net.argument_parser().parse_args(["--config-file", str(tiny), *opts])
     results = train_net.main(args)
     assert_coco_results(results, ["bbox", "segm"])
@@ -56,6 +62,54 @@ MODEL:
     evaluated = train_net.main(eval_args)
     for task in ("bbox", "segm"):
         assert evaluated[task] == pytest.approx(results[task], nan_ok=True)
+
+
+def test_eval_only_with_a_full_checkpoint_needs_no_network(synthetic_coco, tmp_path, no_network):
+    """The AnyUp variant keeps its pre-trained sources (VIT.PRETRAINED "default": timm's hub;
+    UPSAMPLER.PRETRAINED "anyup_multi_backbone": a URL); MODEL.WEIGHTS holds both parts, so
+    --eval-only fetches neither and evaluates exactly the saved weights."""
+    from detectron2.checkpoint import DetectionCheckpointer
+
+    tiny = tmp_path / "tiny.yaml"
+    vit_kwargs = ", ".join(f"{k}: {v}" for k, v in TINY_VIT.items())
+    tiny.write_text(f"""_BASE_: "{MASK_RCNN / 'mask_rcnn_vit_s14_anyup_2x.yaml'}"
+MODEL:
+  VIT:
+    KWARGS: {{{vit_kwargs}}}
+  UPSAMPLER:
+    KWARGS: {{qk_dim: 16}}
+""")
+    train_net = load_tool("train_net")
+    opts = tiny_opts(synthetic_coco, tmp_path / "out")
+    cfg = train_net.setup_yacs(train_net.argument_parser().parse_args(["--config-file", str(tiny), *opts]))
+    assert (cfg.MODEL.VIT.PRETRAINED, cfg.MODEL.UPSAMPLER.PRETRAINED) == ("default", "anyup_multi_backbone")
+    cfg.defrost()
+    bare = cfg.clone()
+    bare.MODEL.VIT.PRETRAINED = bare.MODEL.UPSAMPLER.PRETRAINED = ""
+    saved = d2.trainer.Trainer.build_model(bare)  # random weights: the "full checkpoint"
+    DetectionCheckpointer(saved, save_dir=str(tmp_path)).save("full")
+    weights = str(tmp_path / "full.pth")
+
+    cfg.MODEL.WEIGHTS = weights
+    loaded = d2.trainer.build_eval_model(cfg).state_dict()
+    assert loaded.keys() == saved.state_dict().keys()
+    assert all(torch.equal(loaded[k], v) for k, v in saved.state_dict().items())
+
+    args = train_net.argument_parser().parse_args(
+        ["--config-file", str(tiny), "--eval-only", *opts, "MODEL.WEIGHTS", weights])
+    assert_coco_results(train_net.main(args), ["bbox", "segm"])  # the same path, to the end, offline
+
+
+def test_eval_only_refuses_a_checkpoint_with_part_of_the_backbone(tmp_path):
+    cfg = tiny_yacs_cfg(MASK_RCNN / "mask_rcnn_vit_s14_anyup_2x.yaml", "anyup", output_dir=str(tmp_path))
+    cfg.defrost()
+    cfg.MODEL.WEIGHTS = str(tmp_path / "partial.pth")
+    torch.save({"model": {"backbone.vit.model.cls_token": torch.zeros(1, 1, TINY_VIT["embed_dim"])}},
+               cfg.MODEL.WEIGHTS)
+    with pytest.raises(ValueError, match=r"checkpoint .*partial.pth holds backbone.vit weights but lacks \d+ of "
+                                         r"them \(e.g. backbone.vit.model.blocks.0.attn.proj.bias\): it is not a "
+                                         r"checkpoint of this model"):
+        d2.trainer.build_eval_model(cfg)
 
 
 def _train_and_snapshot(cfg):
@@ -86,7 +140,9 @@ def test_frozen_means_frozen(frozen, synthetic_coco, tmp_path):
         assert any(k.startswith("image_encoder") for k in changed), changed
 
 
-def test_lazyconfig_mask_rcnn_trains_and_evaluates(synthetic_coco, tmp_path):
+def test_lazyconfig_mask_rcnn_trains_and_evaluates(synthetic_coco, tmp_path, no_network):
+    """Trains and evaluates; then the saved weights evaluate the same with the config's
+    pre-trained sources restored (nothing fetched: the checkpoint holds them)."""
     from detectron2.config import LazyConfig
     from detectron2.data import MetadataCatalog
     import detectron2.data.transforms as T
@@ -120,3 +176,10 @@ def test_lazyconfig_mask_rcnn_trains_and_evaluates(synthetic_coco, tmp_path):
     assert isinstance(model.backbone, d2.UpsampledViTBackbone) and model.backbone.factor == 2
     assert MetadataCatalog.get(synthetic_coco).thing_classes == ["box", "triangle"]
     assert_coco_results(results, ["bbox", "segm"])
+
+    cfg.model.backbone.vit.pretrained = True
+    cfg.model.backbone.upsampler.pretrained = "anyup_multi_backbone"
+    cfg.train.init_checkpoint = str(tmp_path / "model_final.pth")
+    evaluated = d2.trainer.lazy_test(cfg, d2.trainer.lazy_eval_model(cfg))
+    for task in ("bbox", "segm"):
+        assert evaluated[task] == pytest.approx(results[task], nan_ok=True)

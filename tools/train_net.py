@@ -8,17 +8,19 @@ Detectron2's usual command line (``default_argument_parser``) and ``launch``:
     python tools/train_net.py --config-file ... --eval-only MODEL.WEIGHTS model_final.pth
 
 ``.yaml`` configs use the yacs path (``add_anyup_config`` + our ``Trainer``); ``.py`` configs
-the LazyConfig path (trailing ``key=value`` overrides). Evaluation is
+the LazyConfig path (trailing ``key=value`` overrides; ``null`` or ``None`` for None).
+``--eval-only`` does not fetch the ViT's or upsampler's pre-trained weights when the
+checkpoint it evaluates holds them, so it runs offline. Evaluation is
 ``COCOEvaluator(use_fast_impl=False)``: AP, AP50, AP75, APs, APm, APl per task.
 ``--register-coco NAME JSON IMAGE_ROOT`` (repeatable) registers extra COCO-format datasets.
 """
 from anyup_dense.integrations.detectron2 import add_anyup_config  # first: applies the detectron2 compat shim
-from anyup_dense.integrations.detectron2.trainer import Trainer, lazy_test, lazy_train
+from anyup_dense.integrations.detectron2.trainer import (Trainer, build_eval_model, lazy_eval_model, lazy_test,
+                                                         lazy_train)
 
-from detectron2.checkpoint import DetectionCheckpointer  # noqa: E402
-from detectron2.config import LazyConfig, get_cfg, instantiate  # noqa: E402
+from detectron2.config import LazyConfig, get_cfg  # noqa: E402
 from detectron2.data.datasets import register_coco_instances  # noqa: E402
-from detectron2.engine import create_ddp_model, default_argument_parser, default_setup, launch  # noqa: E402
+from detectron2.engine import default_argument_parser, default_setup, launch  # noqa: E402
 
 
 def setup_yacs(args):
@@ -43,15 +45,11 @@ def main(args):
     if args.config_file.endswith(".py"):
         cfg = setup_lazy(args)
         if args.eval_only:
-            model = create_ddp_model(instantiate(cfg.model).to(cfg.train.device))
-            DetectionCheckpointer(model).load(cfg.train.init_checkpoint)
-            return lazy_test(cfg, model)
+            return lazy_test(cfg, lazy_eval_model(cfg))
         return lazy_train(cfg, resume=args.resume)[1]
     cfg = setup_yacs(args)
     if args.eval_only:
-        model = Trainer.build_model(cfg)
-        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
-        return Trainer.test(cfg, model)
+        return Trainer.test(cfg, build_eval_model(cfg, resume=args.resume))
     trainer = Trainer(cfg)
     trainer.resume_or_load(resume=args.resume)
     return trainer.train()

@@ -3,7 +3,7 @@
 Importing this package applies the Pillow/numpy compatibility shim (``d2_compat``) before
 detectron2 is imported, and registers ``build_upsampled_vit_backbone`` in
 ``BACKBONE_REGISTRY``. yacs: :func:`add_anyup_config`; LazyConfig: use
-:class:`UpsampledViTBackbone` directly. See ``docs/detectron2.md``.
+:class:`UpsampledViTBackbone` directly, with the builders of ``lazy.py``. See ``docs/detectron2.md``.
 """
 from anyup_dense.integrations import d2_compat
 

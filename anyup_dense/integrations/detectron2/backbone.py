@@ -8,13 +8,16 @@
          ViT as a featurizer for their tiles)
       -> SimpleFeaturePyramid -> {"p2": [B,256,H/4,W/4], ..., "p6": [B,256,H/64,W/64]}
 
+Inputs smaller than ``size_divisibility`` (the largest of ``vit_stride`` and the coarsest
+pyramid stride) are refused: they would give an empty map somewhere on the way.
+
 ``vit_stride`` is the nominal stride of the ViT map (16, as in ViTDet). A patch-14 ViT
 (DINOv2) sees the image scaled by 14/16, so its h x w token grid lands exactly on a stride-16
 grid of the detector's image, and every pyramid stride stays a power of two (which
 Detectron2's ROI poolers require). With ``factor`` f the pyramid's input stride is
 ``vit_stride / f``; ``factor=1`` with no upsampler is the ViTDet baseline.
 """
-from typing import Dict, Optional, Sequence
+from typing import Dict, Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
@@ -24,8 +27,29 @@ from detectron2.modeling import Backbone
 
 from anyup_dense.backbones.timm_vit import IMAGENET_MEAN, IMAGENET_STD, TimmViT
 from anyup_dense.integrations.image_norm import Renormalize
+from anyup_dense.integrations.detectron2.lazy import null_to_none
 from anyup_dense.integrations.detectron2.norm import NormArg
 from anyup_dense.integrations.detectron2.pyramid import SimpleFeaturePyramid
+
+
+def check_upsampler_fits_vit(upsampler: nn.Module, vit: TimmViT) -> None:
+    """Raise ``ValueError`` when ``upsampler`` cannot take this ViT's features: a channel count
+    (``expected_channels``, the upsampler's ``dim``) other than the ViT's, or, for featurizer
+    upsamplers, a ``model_resolution`` the ViT's patch size does not divide or a feature grid
+    (``lr_size``) other than ``model_resolution / patch``."""
+    name = type(upsampler).__name__
+    expected = getattr(upsampler, "expected_channels", None)
+    if expected is not None and expected != vit.embed_dim:
+        raise ValueError(f"{name} takes {expected}-channel features (its dim) but the ViT {vit.model_name} gives "
+                         f"{vit.embed_dim}; set the upsampler's dim to {vit.embed_dim}")
+    if not getattr(upsampler, "requires_featurizer", False):
+        return
+    resolution, patch = upsampler.model_resolution, vit.patch_size
+    grid = getattr(upsampler, "lr_size", resolution // patch)
+    if resolution % patch or grid != resolution // patch:
+        raise ValueError(f"{name} takes a {grid}x{grid} feature grid at model_resolution={resolution} (patch_size "
+                         f"{resolution // grid}), but the ViT {vit.model_name} has patch size {patch}; set the "
+                         f"upsampler's patch_size to {patch} and its model_resolution to a multiple of {patch}")
 
 
 class UpsampledViTBackbone(Backbone):
@@ -34,7 +58,9 @@ class UpsampledViTBackbone(Backbone):
     Args:
         vit: the feature extractor (its ``out_indices[0]`` map is used; frozen or not is
             decided when it is built).
-        upsampler: any registered upsampler module, or ``None`` for no upsampling.
+        upsampler: any registered upsampler module, or ``None`` for no upsampling (also the
+            strings ``"None"``/``"null"``, which is what a LazyConfig override may deliver).
+            Checked against the ViT by :func:`check_upsampler_fits_vit`.
         factor: upsampling factor of the ViT map (power of two; must be 1 without upsampler).
         upsampler_frozen: eval mode and no gradients for the upsampler (kept in eval by
             ``train()``); ``False`` trains it with the detector.
@@ -44,12 +70,17 @@ class UpsampledViTBackbone(Backbone):
             units) and ``INPUT.FORMAT`` of the images this backbone receives.
     """
 
-    def __init__(self, vit: TimmViT, upsampler: Optional[nn.Module] = None, factor: int = 1, *,
+    def __init__(self, vit: TimmViT, upsampler: Union[None, str, nn.Module] = None, factor: int = 1, *,
                  upsampler_frozen: bool = True, vit_stride: int = 16, out_channels: int = 256,
                  levels: Sequence[int] = (2, 3, 4, 5), top_block: Optional[str] = "maxpool", norm: NormArg = "LN",
                  pixel_mean: Sequence[float] = (103.53, 116.28, 123.675), pixel_std: Sequence[float] = (1.0, 1.0, 1.0),
                  input_format: str = "BGR"):
         super().__init__()
+        upsampler = null_to_none(upsampler)
+        if upsampler is not None and not isinstance(upsampler, nn.Module):
+            raise ValueError(f"upsampler must be an nn.Module or None, got {upsampler!r}")
+        if upsampler is not None:
+            check_upsampler_fits_vit(upsampler, vit)
         if int(factor) != factor or factor < 1:
             raise ValueError(f"factor must be a positive integer, got {factor}")
         if upsampler is None and factor != 1:
@@ -125,8 +156,14 @@ class UpsampledViTBackbone(Backbone):
             return self.upsampler(features, guidance, output_size=size)
 
     def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
-        """x [B,3,H,W] Detectron2-normalised -> {"pN": [B, out_channels, H/2**N, W/2**N]} (ceil)."""
+        """x [B,3,H,W] Detectron2-normalised, H and W at least ``size_divisibility`` and divisible
+        by ``vit_stride`` -> {"pN": [B, out_channels, H/2**N, W/2**N]} (ceil)."""
         height, width = x.shape[-2:]
+        if min(height, width) < self.size_divisibility:
+            coarsest = list(self.pyramid.stages)[-1]
+            raise ValueError(f"input size {height}x{width} is below the backbone's minimum of {self.size_divisibility} "
+                             f"px per side (vit_stride {self.vit_stride}; pyramid level {coarsest} has stride "
+                             f"{self.pyramid.strides[coarsest]}); pad or resize the image")
         if height % self.vit_stride or width % self.vit_stride:
             raise ValueError(f"input size {height}x{width} must be divisible by vit_stride={self.vit_stride}; "
                              f"set the model's size_divisibility to {self.size_divisibility}")

@@ -8,9 +8,12 @@ and the ``BACKBONE_REGISTRY`` entry that reads them.
 weights for the ViT, the released weights of an upsampler: ``pretrained=True``), anything
 else is passed as is (a release name such as
 ``"anyup_multi_backbone"`` or a local path). ``KWARGS`` nodes accept any keys and are passed
-to ``timm.create_model`` / ``build_upsampler``.
+to ``timm.create_model`` / ``build_upsampler``. Upsampler arguments that follow from the ViT
+(:data:`FROM_VIT`: FeatSharp's ``dim``, ``patch_size``, ``model_resolution``) are derived
+from it unless ``KWARGS`` sets them; a contradicting value fails when the model is built.
+Weights that cannot be fetched (offline) raise ``OSError`` naming the ``PRETRAINED`` key.
 """
-from typing import Optional, Union
+from typing import Callable, Dict, Optional, Union
 
 from detectron2.config import CfgNode
 from detectron2.layers import ShapeSpec
@@ -64,24 +67,58 @@ def _kwargs(node: CfgNode) -> dict:
     return {key: (list(v) if isinstance(v, tuple) else v) for key, v in node.items()}
 
 
+def vit_resolution(vit: TimmViT) -> int:
+    """The square input size the ViT was built for (timm's ``img_size``)."""
+    height, width = vit.model.patch_embed.img_size
+    if height != width:
+        raise ValueError(f"the ViT {vit.model_name} was built for {height}x{width} inputs; an upsampler that "
+                         f"needs a square model_resolution must get it in MODEL.UPSAMPLER.KWARGS")
+    return int(height)
+
+
+# Upsampler arguments derived from the ViT unless MODEL.UPSAMPLER.KWARGS sets them.
+FROM_VIT: Dict[str, Dict[str, Callable[[TimmViT], int]]] = {
+    "featsharp": {"dim": lambda vit: vit.embed_dim, "patch_size": lambda vit: vit.patch_size,
+                  "model_resolution": vit_resolution},
+}
+
+
+def _fetch(build: Callable, key: str, value: str):
+    """``build()``; with weights to load (``value`` set), a failure to fetch or read them
+    (``OSError``) becomes one naming the config ``key``."""
+    try:
+        return build()
+    except OSError as err:
+        if not value:
+            raise
+        raise OSError(f"{key} {value!r}: the weights could not be loaded ({type(err).__name__}: {err}). "
+                      f"Without network, set {key} to a local file, or to \"\" when MODEL.WEIGHTS holds "
+                      f"these weights") from err
+
+
 def vit_from_cfg(cfg: CfgNode) -> TimmViT:
     """The ``TimmViT`` described by ``cfg.MODEL.VIT``."""
     c = cfg.MODEL.VIT
-    return TimmViT(c.NAME, pretrained=parse_pretrained(c.PRETRAINED), out_indices=(c.OUT_INDEX,),
-                   norm=c.FINAL_NORM, frozen=c.FROZEN, **_kwargs(c.KWARGS))
+    return _fetch(lambda: TimmViT(c.NAME, pretrained=parse_pretrained(c.PRETRAINED), out_indices=(c.OUT_INDEX,),
+                                  norm=c.FINAL_NORM, frozen=c.FROZEN, **_kwargs(c.KWARGS)),
+                  "MODEL.VIT.PRETRAINED", c.PRETRAINED)
 
 
-def upsampler_from_cfg(cfg: CfgNode):
-    """The upsampler described by ``cfg.MODEL.UPSAMPLER`` (``None`` when ``NAME`` is empty).
+def upsampler_from_cfg(cfg: CfgNode, vit: TimmViT):
+    """The upsampler described by ``cfg.MODEL.UPSAMPLER`` for ``vit`` (``None`` when ``NAME`` is empty).
 
-    ``pretrained`` is passed only when ``PRETRAINED`` is set (the training-free baselines take none)."""
+    ``pretrained`` is passed only when ``PRETRAINED`` is set (the training-free baselines take
+    none); the :data:`FROM_VIT` arguments ``KWARGS`` leaves out are taken from ``vit``."""
     c = cfg.MODEL.UPSAMPLER
     if not c.NAME:
         return None
     kwargs = _kwargs(c.KWARGS)
+    for key, derive in FROM_VIT.get(c.NAME.lower(), {}).items():
+        if key not in kwargs:
+            kwargs[key] = derive(vit)
     if c.PRETRAINED:
         kwargs["pretrained"] = parse_pretrained(c.PRETRAINED)
-    return build_upsampler(c.NAME, **kwargs)
+    return _fetch(lambda: build_upsampler(c.NAME, **kwargs), "MODEL.UPSAMPLER.PRETRAINED", c.PRETRAINED)
 
 
 @BACKBONE_REGISTRY.register()
@@ -89,8 +126,9 @@ def build_upsampled_vit_backbone(cfg: CfgNode, input_shape: Optional[ShapeSpec] 
     """``MODEL.BACKBONE.NAME: build_upsampled_vit_backbone``; reads the keys of :func:`add_anyup_config`."""
     if input_shape is not None and input_shape.channels not in (None, 3):
         raise ValueError(f"the ViT backbone takes 3-channel images, got input_shape {input_shape}")
+    vit = vit_from_cfg(cfg)
     return UpsampledViTBackbone(
-        vit_from_cfg(cfg), upsampler_from_cfg(cfg), cfg.MODEL.UPSAMPLER.FACTOR,
+        vit, upsampler_from_cfg(cfg, vit), cfg.MODEL.UPSAMPLER.FACTOR,
         upsampler_frozen=cfg.MODEL.UPSAMPLER.FROZEN, vit_stride=cfg.MODEL.VIT.STRIDE,
         out_channels=cfg.MODEL.SFP.OUT_CHANNELS, levels=cfg.MODEL.SFP.LEVELS,
         top_block=cfg.MODEL.SFP.TOP_BLOCK or None, norm=cfg.MODEL.SFP.NORM,

@@ -1,10 +1,22 @@
-"""Layer-wise learning-rate decay for a trained ViT (the release has no ``lr_factor_func``).
+"""Optimizer param groups: Detectron2's solver keys combined with layer-wise lr decay for a
+trained ViT (the release has no ``lr_factor_func``).
 
-With ``depth`` blocks, a ViT parameter gets a layer id: 0 for the patch/position embeddings
-and prefix tokens, ``i + 1`` for block ``i``, ``depth + 1`` for the rest (final norm). Its lr
-multiplier is ``layer_decay ** (depth + 1 - layer_id)``: the last block trains at
-``base_lr * layer_decay``, the embeddings at ``base_lr * layer_decay ** (depth + 1)``.
-Everything outside the ViT (upsampler, pyramid, heads) trains at ``base_lr``.
+Per trainable parameter, first Detectron2's ``get_default_optimizer_params`` (what its own
+``build_optimizer`` uses): lr ``base_lr``, weight decay ``weight_decay``; in norm layers
+``weight_decay_norm``; for parameters named ``bias`` lr ``base_lr * bias_lr_factor`` and
+``weight_decay_bias`` (when not ``None``; it wins over the norm value, as in Detectron2).
+Then ours:
+
+* norm layers Detectron2 0.6 does not know (``nn.RMSNorm``, :class:`LayerNorm2d`) get
+  ``weight_decay_norm`` like its own norm types (a ``bias`` keeps ``weight_decay_bias`` if set);
+* position embeddings and prefix tokens (:data:`NO_DECAY_NAMES`) get no weight decay;
+* the lr is multiplied by the ViT layer multiplier. With ``depth`` blocks, a ViT parameter
+  gets a layer id: 0 for the patch/position embeddings and prefix tokens, ``i + 1`` for block
+  ``i``, ``depth + 1`` for the rest (final norm); its multiplier is
+  ``layer_decay ** (depth + 1 - layer_id)``. Everything outside the ViT (upsampler, pyramid,
+  heads) has multiplier 1.
+
+So a bias of ViT block ``i`` trains at ``base_lr * bias_lr_factor * layer_decay ** (depth - i)``.
 """
 from typing import Any, Dict, List, Optional
 
@@ -16,8 +28,8 @@ from anyup_dense.integrations.detectron2.norm import LayerNorm2d
 
 EMBEDDING_NAMES = ("patch_embed", "pos_embed", "cls_token", "reg_token", "mask_token")
 NO_DECAY_NAMES = ("pos_embed", "cls_token", "reg_token", "mask_token")
-NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, nn.LocalResponseNorm, nn.RMSNorm,
-              LayerNorm2d)
+# Norm layers that Detectron2 0.6's get_default_optimizer_params does not recognise.
+EXTRA_NORM_TYPES = (nn.RMSNorm, LayerNorm2d)
 
 
 def vit_layer_id(name: str, depth: int) -> int:
@@ -41,38 +53,42 @@ def lr_multipliers(model: nn.Module, layer_decay: float) -> Dict[nn.Parameter, f
 
 
 def layer_decay_param_groups(model: nn.Module, base_lr: float, weight_decay: float, layer_decay: float = 1.0,
-                             weight_decay_norm: Optional[float] = 0.0) -> List[Dict[str, Any]]:
-    """Optimizer param groups for the trainable parameters of ``model``.
+                             weight_decay_norm: Optional[float] = 0.0, bias_lr_factor: float = 1.0,
+                             weight_decay_bias: Optional[float] = None) -> List[Dict[str, Any]]:
+    """Optimizer param groups for the trainable parameters of ``model`` (rules: module docstring).
 
-    Each group has ``params``, ``lr`` (``base_lr`` times the ViT layer multiplier, 1 outside
-    the ViT) and ``weight_decay`` (``weight_decay_norm`` for norm layers, 0 for position
-    embeddings and prefix tokens). Groups with equal hyper-parameters are merged.
+    Each group has ``params``, ``lr`` and ``weight_decay``; groups with equal
+    hyper-parameters are merged.
     """
-    from detectron2.solver.build import reduce_param_groups
+    from detectron2.solver.build import get_default_optimizer_params, reduce_param_groups
 
-    multipliers = lr_multipliers(model, layer_decay)
-    groups, seen = [], set()
-    for module in model.modules():
-        for name, param in module.named_parameters(recurse=False):
-            if not param.requires_grad or param in seen:
-                continue
-            seen.add(param)
-            decay = weight_decay
-            if isinstance(module, NORM_TYPES) and weight_decay_norm is not None:
-                decay = weight_decay_norm
-            if name in NO_DECAY_NAMES:
-                decay = 0.0
-            groups.append({"params": [param], "lr": base_lr * multipliers.get(param, 1.0), "weight_decay": decay})
-    return reduce_param_groups(groups)
+    groups = get_default_optimizer_params(
+        model, base_lr=base_lr, weight_decay=weight_decay, weight_decay_norm=weight_decay_norm,
+        bias_lr_factor=bias_lr_factor, weight_decay_bias=weight_decay_bias,
+        overrides={name: {"weight_decay": 0.0} for name in NO_DECAY_NAMES})
+    hyper = {param: {k: v for k, v in group.items() if k != "params"} for group in groups for param in group["params"]}
+    if weight_decay_norm is not None:
+        for module in model.modules():
+            if isinstance(module, EXTRA_NORM_TYPES):
+                for name, param in module.named_parameters(recurse=False):
+                    if param in hyper and not (name == "bias" and weight_decay_bias is not None):
+                        hyper[param]["weight_decay"] = weight_decay_norm
+    for param, multiplier in lr_multipliers(model, layer_decay).items():
+        if param in hyper:
+            hyper[param]["lr"] *= multiplier
+    return reduce_param_groups([{"params": [param], **values} for param, values in hyper.items()])
 
 
 def build_optimizer(cfg, model: nn.Module) -> torch.optim.Optimizer:
-    """``SOLVER.OPTIMIZER`` ("SGD"/"ADAMW") over :func:`layer_decay_param_groups`, with
-    Detectron2's gradient clipping (``SOLVER.CLIP_GRADIENTS``)."""
+    """``SOLVER.OPTIMIZER`` ("SGD"/"ADAMW") over :func:`layer_decay_param_groups` with
+    ``SOLVER.BASE_LR``, ``WEIGHT_DECAY``, ``VIT_LAYER_DECAY``, ``WEIGHT_DECAY_NORM``,
+    ``BIAS_LR_FACTOR`` and ``WEIGHT_DECAY_BIAS``, and Detectron2's gradient clipping
+    (``SOLVER.CLIP_GRADIENTS``)."""
     from detectron2.solver.build import maybe_add_gradient_clipping
 
     s = cfg.SOLVER
-    groups = layer_decay_param_groups(model, s.BASE_LR, s.WEIGHT_DECAY, s.VIT_LAYER_DECAY, s.WEIGHT_DECAY_NORM)
+    groups = layer_decay_param_groups(model, s.BASE_LR, s.WEIGHT_DECAY, s.VIT_LAYER_DECAY, s.WEIGHT_DECAY_NORM,
+                                      s.BIAS_LR_FACTOR, s.WEIGHT_DECAY_BIAS)
     kind = s.OPTIMIZER.upper()
     if kind == "SGD":
         return maybe_add_gradient_clipping(cfg, torch.optim.SGD)(groups, lr=s.BASE_LR, momentum=s.MOMENTUM,

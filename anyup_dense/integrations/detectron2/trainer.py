@@ -5,10 +5,14 @@
   evaluation).
 * LazyConfig: :func:`lazy_train` / :func:`lazy_test` for configs with the usual
   ``model``, ``dataloader``, ``optimizer``, ``lr_multiplier`` and ``train`` entries.
+* Evaluation of saved weights: :func:`build_eval_model` (yacs) / :func:`lazy_eval_model`.
+  The backbone parts with pre-trained weights of their own (:data:`PRETRAINED_PARTS`) are
+  built without fetching those weights when the checkpoint holds the part: no download for
+  ``--eval-only`` on a full checkpoint.
 """
 import logging
 import os
-from typing import Dict, Tuple
+from typing import Dict, List, Set, Tuple
 
 import torch.nn as nn
 from detectron2.checkpoint import DetectionCheckpointer
@@ -17,6 +21,7 @@ from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, create_
 from detectron2.evaluation import COCOEvaluator, inference_on_dataset, print_csv_format
 from detectron2.utils import comm
 
+from anyup_dense.integrations.detectron2.lazy import null_to_none
 from anyup_dense.integrations.detectron2.lr_decay import build_optimizer
 
 logger = logging.getLogger(__name__)
@@ -38,6 +43,66 @@ class Trainer(DefaultTrainer):
     @classmethod
     def build_optimizer(cls, cfg, model: nn.Module):
         return build_optimizer(cfg, model)
+
+
+# Backbone children -> the yacs node with their PRETRAINED key.
+PRETRAINED_PARTS = {"vit": "VIT", "upsampler": "UPSAMPLER"}
+
+
+def checkpoint_keys(path: str) -> Set[str]:
+    """The model keys of the Detectron2 checkpoint at ``path`` (a file, URL or ``detectron2://``)."""
+    checkpointer = DetectionCheckpointer(nn.Module())
+    local = path if os.path.isfile(path) else checkpointer.path_manager.get_local_path(path)
+    return set(checkpointer._load_file(local)["model"])  # the file reader DetectionCheckpointer.load uses
+
+
+def held_parts(keys: Set[str]) -> List[str]:
+    """The :data:`PRETRAINED_PARTS` that have weights among the checkpoint ``keys``."""
+    return [part for part in PRETRAINED_PARTS if any(k.startswith(f"backbone.{part}.") for k in keys)]
+
+
+def _check_parts_complete(model: nn.Module, keys: Set[str], parts: List[str], path: str) -> None:
+    """The checkpoint must hold every weight of the parts built without their pre-trained weights."""
+    for part in parts:
+        missing = sorted(k for k in model.state_dict() if k.startswith(f"backbone.{part}.") and k not in keys)
+        if missing:
+            raise ValueError(f"checkpoint {path} holds backbone.{part} weights but lacks {len(missing)} of them "
+                             f"(e.g. {missing[0]}): it is not a checkpoint of this model")
+
+
+def build_eval_model(cfg, resume: bool = False) -> nn.Module:
+    """``Trainer.build_model(cfg)`` with the weights of ``MODEL.WEIGHTS`` (with ``resume``: the
+    last checkpoint in ``OUTPUT_DIR`` if there is one) loaded; ``MODEL.VIT.PRETRAINED`` /
+    ``MODEL.UPSAMPLER.PRETRAINED`` are ignored for the parts that file holds."""
+    checkpointer = DetectionCheckpointer(nn.Module(), save_dir=cfg.OUTPUT_DIR)
+    path = checkpointer.get_checkpoint_file() if resume and checkpointer.has_checkpoint() else cfg.MODEL.WEIGHTS
+    keys = checkpoint_keys(path) if path else set()
+    parts = held_parts(keys)
+    cfg = cfg.clone()
+    cfg.defrost()
+    for part in parts:
+        cfg.MODEL[PRETRAINED_PARTS[part]].PRETRAINED = ""
+    cfg.freeze()
+    model = Trainer.build_model(cfg)
+    _check_parts_complete(model, keys, parts, path)
+    DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).load(path)
+    return model
+
+
+def lazy_eval_model(cfg) -> nn.Module:
+    """``cfg.model`` with the weights of ``cfg.train.init_checkpoint`` loaded; the backbone's
+    ``vit.pretrained`` / ``upsampler.pretrained`` are ignored for the parts that file holds
+    (``cfg`` is changed accordingly)."""
+    path = cfg.train.init_checkpoint
+    keys = checkpoint_keys(path) if path else set()
+    parts = [part for part in held_parts(keys) if null_to_none(cfg.model.backbone.get(part)) is not None]
+    for part in parts:
+        cfg.model.backbone[part].pretrained = None
+    model = instantiate(cfg.model).to(cfg.train.device)
+    _check_parts_complete(model, keys, parts, path)
+    model = create_ddp_model(model)
+    DetectionCheckpointer(model).load(path)
+    return model
 
 
 def lazy_test(cfg, model: nn.Module) -> Dict:

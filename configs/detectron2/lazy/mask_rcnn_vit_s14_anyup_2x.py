@@ -8,22 +8,23 @@ How our setup differs: DINOv2 ViT-S/14 (frozen) instead of RADIOv2.5-L / SigLIP2
 instead of DINO-DETR; our schedule (3x, AdamW 1e-4). Unlike the yacs configs, the box and mask
 heads use the channel-first LayerNorm, as ViTDet does.
 
-Other upsamplers by override, e.g. ``model.backbone.upsampler.name=bilinear
-model.backbone.upsampler.pretrained=None``; the baseline: ``model.backbone.upsampler=None
-model.backbone.factor=1``.
+Overrides (``tools/train_net.py --config-file THIS key=value ...``; ``null`` and ``None`` both
+mean None here, see anyup_dense/integrations/detectron2/lazy.py). Other upsamplers, e.g.
+``model.backbone.upsampler.name=bilinear model.backbone.upsampler.pretrained=null``; the
+baseline: ``model.backbone.upsampler=null model.backbone.factor=1``; random weights, nothing
+downloaded: ``model.backbone.vit.pretrained=null model.backbone.upsampler.pretrained=null``.
 """
 from detectron2 import model_zoo
 from detectron2.config import LazyCall as L
 import torch
 
-from anyup_dense.backbones.timm_vit import TimmViT
 from anyup_dense.integrations.detectron2 import LayerNorm2d, UpsampledViTBackbone, layer_decay_param_groups
-from anyup_dense.registry import build_upsampler
+from anyup_dense.integrations.detectron2.lazy import lazy_upsampler, lazy_vit
 
 model = model_zoo.get_config("common/models/mask_rcnn_fpn.py").model
 model.backbone = L(UpsampledViTBackbone)(
-    vit=L(TimmViT)(model_name="vit_small_patch14_dinov2.lvd142m", pretrained=True, frozen=True),
-    upsampler=L(build_upsampler)(name="anyup", pretrained="anyup_multi_backbone"),
+    vit=L(lazy_vit)(model_name="vit_small_patch14_dinov2.lvd142m", pretrained=True, frozen=True),
+    upsampler=L(lazy_upsampler)(name="anyup", pretrained="anyup_multi_backbone"),
     factor=2,
     upsampler_frozen=True,
     out_channels=256,
