@@ -8,9 +8,12 @@ import torch
 
 import anyup_dense.integrations.detectron2 as d2
 from conftest import ROOT, load_tool
+from upsampler_helpers import TINY_UPSAMPLER_KWARGS
+
 CONFIG_DIR = ROOT / "configs" / "detectron2"
 MASK_RCNN = CONFIG_DIR / "COCO-InstanceSegmentation"
 SYNTHETIC_COCO = "anyup_synthetic_coco"
+
 TINY_VIT = {"img_size": 56, "depth": 2, "embed_dim": 32, "num_heads": 2}
 TINY_UPSAMPLER = {"anyup": {"qk_dim": 16}, "featsharp": {"dim": 32, "model_resolution": 28}}
 TINY_VIT_FOR = {"featup_jbu": {"embed_dim": 384, "num_heads": 6}}  # its 'dinov2' weights fix C = 384
@@ -98,21 +101,18 @@ def tiny_yacs_cfg(config_file, upsampler: str = "", dataset: str = "unused", out
 
 # Small upsampler arguments for a ViT of TINY_VIT (FeatSharp's dim, patch_size and
 # model_resolution are derived from it).
-DDP_UPSAMPLER_KWARGS = {"anyup": {"qk_dim": 16}, "featup_jbu": {"dim": TINY_VIT["embed_dim"]},
-                        "loftup": {"dim": TINY_VIT["embed_dim"], "num_heads": 2},
-                        "jafar": {"v_dim": TINY_VIT["embed_dim"], "qk_dim": 16},
-                        "naf": {"kernel_size": 3}}
+assert TINY_VIT["embed_dim"] == 32  # what TINY_UPSAMPLER_KWARGS are made for
 
 
 def trainable_upsampler_cfg(name: str, dataset: str, output_dir: str):
-    """The tiny bilinear Mask R-CNN with upsampler ``name`` (``DDP_UPSAMPLER_KWARGS``), trained
+    """The tiny bilinear Mask R-CNN with upsampler ``name`` (``TINY_UPSAMPLER_KWARGS``), trained
     with the detector (``FROZEN False``), no evaluation."""
     from detectron2.config import CfgNode
 
     cfg = tiny_yacs_cfg(MASK_RCNN / "mask_rcnn_vit_s14_bilinear_2x.yaml", "bilinear", dataset, output_dir)
     cfg.defrost()
     cfg.MODEL.UPSAMPLER.NAME = name
-    cfg.MODEL.UPSAMPLER.KWARGS = CfgNode(DDP_UPSAMPLER_KWARGS.get(name, {}), new_allowed=True)
+    cfg.MODEL.UPSAMPLER.KWARGS = CfgNode(TINY_UPSAMPLER_KWARGS.get(name, {}), new_allowed=True)
     cfg.MODEL.UPSAMPLER.FROZEN = False
     cfg.DATASETS.TEST = ()
     cfg.freeze()

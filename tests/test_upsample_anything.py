@@ -115,7 +115,7 @@ def test_interface_reproduces_fixture_float64():
     maps = up.fit(normalise(hr), feat.shape[-2:], init=start_maps(case))
     for key, ref in case["intermediates"]["params_after_step"][-1].items():
         assert (maps[key] - ref).abs().max() <= 1e-9, key
-    out = up.apply(maps, feat, normalise(hr))
+    out = up.apply_maps(maps, feat, normalise(hr))
     assert out.dtype == torch.float64 and out.shape == case["output"].shape
     assert relative_errors(out, case["output"])[0] <= 1e-9
 
@@ -160,11 +160,11 @@ def test_batch_is_fitted_per_image():
     up = UpsampleAnything(steps=2)
     maps = up.fit(image, (4, 3))
     assert maps["sx_raw"].shape == (2, 1, 4, 3)
-    out = up.apply(maps, feat, image)
+    out = up.apply_maps(maps, feat, image)
     for b in range(2):
         alone = up.fit(image[b:b + 1], (4, 3))
         assert all(torch.equal(maps[k][b:b + 1], alone[k]) for k in alone)
-        assert torch.equal(out[b:b + 1], up.apply(alone, feat[b:b + 1], image[b:b + 1]))
+        assert torch.equal(out[b:b + 1], up.apply_maps(alone, feat[b:b + 1], image[b:b + 1]))
     assert not torch.equal(maps["sr_raw"][0], maps["sr_raw"][1])
 
 
@@ -183,11 +183,11 @@ def test_guide_resize_and_output_size():
                              antialias=True).clamp(0, 1)
     assert torch.equal(hr, expected)
     maps = up.fit(image.double(), (6, 9))
-    native = up.apply(maps, feat, image.double(), output_size=(30, 45))
+    native = up.apply_maps(maps, feat, image.double(), output_size=(30, 45))
     assert native.shape == (1, 2, 30, 45)
-    resized = up.apply(maps, feat, image.double(), output_size=(17, 50))
+    resized = up.apply_maps(maps, feat, image.double(), output_size=(17, 50))
     assert torch.equal(resized, F.interpolate(native, size=(17, 50), mode="bilinear", align_corners=False))
-    half = up.apply({k: v.float() for k, v in maps.items()}, feat.half(), image.half(), output_size=(30, 45))
+    half = up.apply_maps({k: v.float() for k, v in maps.items()}, feat.half(), image.half(), output_size=(30, 45))
     assert half.dtype == torch.float16 and half.shape == (1, 2, 30, 45)
 
 
@@ -264,9 +264,9 @@ def test_bad_fit_and_apply_arguments():
         up.fit(image, (13, 3))
     maps = up.fit(image, (3, 3))
     with pytest.raises(ValueError, match="maps must be a dict with keys"):
-        up.apply({k: v for k, v in maps.items() if k != "th_raw"}, feat, image)
+        up.apply_maps({k: v for k, v in maps.items() if k != "th_raw"}, feat, image)
     with pytest.raises(ValueError, match=r"maps\['sx_raw'\] must be a tensor \[1, 1, 4, 4\]"):
-        up.apply(maps, torch.randn(1, 2, 4, 4), image)
+        up.apply_maps(maps, torch.randn(1, 2, 4, 4), image)
     with pytest.raises(ValueError, match=r"init\['sr_raw'\] must be a tensor \[1, 1, 3, 3\]"):
         up.fit(image, (3, 3), init={**maps, "sr_raw": torch.zeros(1, 3, 3)})
     with pytest.raises(ValueError, match="features must be a 4-D tensor"):

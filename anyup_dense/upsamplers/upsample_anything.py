@@ -10,7 +10,7 @@ from its own bicubic down-sample; the fitted kernels then upsample the features:
     up = UpsampleAnything()
     out = up(features [B,C,h,w], image [B,3,H,W]) -> [B,C,H,W]   # fit + apply, per image
     maps = up.fit(image, (h, w))                  # {'sx_raw', 'sy_raw', 'th_raw', 'sr_raw'}: [B,1,h,w]
-    out = up.apply(maps, features, image, output_size)
+    out = up.apply_maps(maps, features, image, output_size)
 
 Conventions:
   * ``image`` is ImageNet-normalised RGB, like every upsampler here. The official fit works on RGB
@@ -133,7 +133,7 @@ class UpsampleAnything(Upsampler):
                                    callback, self.progress))
         return {name: torch.cat([maps[name] for maps in fitted]) for name in PARAM_NAMES}
 
-    def apply(self, maps: Maps, features: torch.Tensor, image: torch.Tensor, output_size: SizeArg = None
+    def apply_maps(self, maps: Maps, features: torch.Tensor, image: torch.Tensor, output_size: SizeArg = None
               ) -> torch.Tensor:
         """Upsample ``features`` [B,C,h,w] with maps fitted on ``image`` [B,3,H,W] -> [B,C,H',W']."""
         size = validate_inputs(features, image, output_size)
@@ -150,7 +150,7 @@ class UpsampleAnything(Upsampler):
         return out.to(features.dtype)
 
     def upsample(self, features: torch.Tensor, image: torch.Tensor, output_size: Tuple[int, int]) -> torch.Tensor:
-        return self.apply(self.fit(image, features.shape[-2:]), features, image, output_size)
+        return self.apply_maps(self.fit(image, features.shape[-2:]), features, image, output_size)
 
     @staticmethod
     def _check_maps(name: str, maps: Maps, grid: Tuple[int, int], batches: Tuple[int, ...]) -> None:
