@@ -25,7 +25,9 @@ from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 
+from anyup_dense.ops.mixed_precision import accumulation_dtype, autocast_off, common_dtype
 from anyup_dense.ops.window_attention import tiles_per_chunk
 
 # Elements of the largest per-chunk buffer (scores [B, nH, blocks, pixels, k*k] or gathered
@@ -154,7 +156,8 @@ def _as_heads(buffer: torch.Tensor, height: int, width: int) -> torch.Tensor:
 
 def _probs(q: torch.Tensor, k: torch.Tensor, qpix, kpix, scale: float) -> torch.Tensor:
     """Softmax over the taps of one chunk: [B, nH, n_r, n_c, mr*mc, k*k]."""
-    return ((_gather(q, qpix) @ _gather(k, kpix).transpose(-1, -2)) * scale).softmax(dim=-1)
+    scores = (_gather(q, qpix) @ _gather(k, kpix).transpose(-1, -2)) * scale
+    return scores.softmax(dim=-1, dtype=accumulation_dtype(q)).to(q.dtype)
 
 
 class _GatheredAttention(torch.autograd.Function):
@@ -176,8 +179,13 @@ class _GatheredAttention(torch.autograd.Function):
         return _as_heads(out[:, :ho * wo], ho, wo)
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad_out):
-        q, k, v = ctx.saved_tensors
+        saved = ctx.saved_tensors
+        # dS = P (dP - sum(P dP)) cancels: the backward runs in float32 (or wider) whatever the
+        # inputs' dtype (bf16 here gave 26% error on the encoder's gradients); results are cast back
+        q, k, v = (t.to(accumulation_dtype(t)) for t in saved)
+        grad_out = grad_out.to(v.dtype)
         blocks, scale = ctx.blocks, ctx.scale
         (ho, wo), (h, w) = q.shape[2:4], k.shape[2:4]
         dq = _pixel_major(q, ho, wo, q.shape[-1])
@@ -191,7 +199,8 @@ class _GatheredAttention(torch.autograd.Function):
             d_scores.sub_((probs * d_scores).sum(-1, keepdim=True)).mul_(probs).mul_(scale)
             _scatter_add(dq, wo, qpix, d_scores @ _gather(k, kpix))
             _scatter_add(dk, w, kpix, d_scores.transpose(-1, -2) @ _gather(q, qpix))
-        return _as_heads(dq, ho, wo), _as_heads(dk, h, w), _as_heads(dv, h, w), None, None, None, None
+        return (*(_as_heads(g, *hw).to(t.dtype) for g, hw, t in zip((dq, dk, dv), ((ho, wo), (h, w), (h, w)), saved)),
+                None, None, None, None)
 
 
 def gathered_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, row_neighbors: torch.Tensor,
@@ -213,7 +222,8 @@ def gathered_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, row_ne
             of about ``DEFAULT_CHUNK_ELEMENTS`` buffer entries).
     Returns:
         [B, nH, Ho, Wo, dv], a view of a pixel-major [B, Ho, Wo, nH, dv] buffer. Differentiable
-        in q, k and v, with the backward recomputing each chunk.
+        in q, k and v (once), with the backward recomputing each chunk. Mixed dtypes follow
+        :mod:`anyup_dense.ops.mixed_precision` (q/k's dtype, float32 softmax and sums).
     """
     if q.dim() != 5 or k.dim() != 5 or v.dim() != 5 or q.shape[:2] != k.shape[:2] or k.shape[:4] != v.shape[:4] \
             or q.shape[-1] != k.shape[-1]:
@@ -225,8 +235,10 @@ def gathered_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, row_ne
         if table.dim() != 2 or table.shape[0] != length or table.min() < 0 or table.max() >= bound:
             raise ValueError(f"{name} must be [{length}, taps] with values in [0, {bound}), got shape "
                              f"{tuple(table.shape)}")
-    return _GatheredAttention.apply(q, k, v, row_neighbors.to(q.device), col_neighbors.to(q.device), scale,
-                                    max_pixels_per_chunk)
+    q, k, v = common_dtype(q, k, v)
+    with autocast_off(q.device):
+        return _GatheredAttention.apply(q, k, v, row_neighbors.to(q.device), col_neighbors.to(q.device), scale,
+                                        max_pixels_per_chunk)
 
 
 def cross_scale_neighborhood_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kernel_size: int,

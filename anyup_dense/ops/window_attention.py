@@ -30,6 +30,8 @@ from typing import Dict, Optional, Tuple
 import torch
 from torch.autograd.function import once_differentiable
 
+from anyup_dense.ops.mixed_precision import accumulation_dtype, autocast_off, common_dtype
+
 BACKENDS = ("auto", "reference", "torch", "triton")
 
 # Elements of the largest per-chunk buffer of the torch backend (scores [B, heads, tiles,
@@ -102,13 +104,6 @@ def _check_shapes(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
             raise ValueError(f"{name} must not be empty, got shape {tuple(x.shape)}")
 
 
-def _common_dtype(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor):
-    """Cast to one compute dtype: that of q and k (autocast's dtype under autocast, where
-    q/k come out of a linear layer while the values stay float32); v follows them."""
-    dtype = torch.promote_types(q.dtype, k.dtype)
-    return q.to(dtype), k.to(dtype), v.to(dtype)
-
-
 def window_attention_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ratio: float,
                                return_probs: bool = False):
     """Dense masked formula. q [B,nH,Ho,Wo,d], k [B,nH,h,w,d], v [B,C,h,w] -> [B,C,Ho,Wo].
@@ -125,7 +120,7 @@ def window_attention_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
     if ratio > 0:
         inside = dense_window_mask((ho, wo), (h, w), ratio, device=q.device)
         logits = logits.masked_fill(~inside, float("-inf"))
-    probs = logits.softmax(dim=-1, dtype=_softmax_dtype(q)).to(q.dtype).mean(dim=1)  # [B, Q, N]
+    probs = logits.softmax(dim=-1, dtype=accumulation_dtype(q)).to(q.dtype).mean(dim=1)  # [B, Q, N]
     out = probs @ v.flatten(2).transpose(1, 2)  # [B, Q, C]
     out = out.transpose(1, 2).reshape(b, v.shape[1], ho, wo)
     return (out, probs) if return_probs else out
@@ -170,10 +165,6 @@ def tiles_per_chunk(grid: Tuple[int, int], per_tile_pixels: int, per_tile_elemen
     if budget >= cols:
         return min(rows, budget // cols), cols
     return 1, max(1, budget)
-
-
-def _softmax_dtype(x: torch.Tensor) -> torch.dtype:
-    return torch.promote_types(x.dtype, torch.float32)
 
 
 class _Tiling:
@@ -230,7 +221,7 @@ class _Tiling:
         (``q`` already scaled by 1/sqrt(d))."""
         scores = self.gather_queries(q, qpix) @ self.gather_keys(k, kpix).transpose(-1, -2)
         # float32 (or wider) softmax whatever the input dtype, as the Triton kernels do
-        return scores.masked_fill(outside, float("-inf")).softmax(dim=-1, dtype=_softmax_dtype(q)).to(q.dtype)
+        return scores.masked_fill(outside, float("-inf")).softmax(dim=-1, dtype=accumulation_dtype(q)).to(q.dtype)
 
 
 def _window_attention_torch_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
@@ -281,8 +272,8 @@ class _WindowAttentionTorch(torch.autograd.Function):
         dq_tiles = dq_grid.view(b, nh, nr, tr, nc, tc, d)
         v_last = v.permute(0, 2, 3, 1)[:, None]  # [B, 1, h, w, C]
         # keys receive contributions from many tiles: accumulate in float32 (or wider)
-        dk = torch.zeros_like(k, dtype=_softmax_dtype(k)).flatten(2, 3)  # [B, nH, h*w, d]
-        dv = torch.zeros_like(v_last, dtype=_softmax_dtype(v)).flatten(2, 3)  # [B, 1, h*w, C]
+        dk = torch.zeros_like(k, dtype=accumulation_dtype(k)).flatten(2, 3)  # [B, nH, h*w, d]
+        dv = torch.zeros_like(v_last, dtype=accumulation_dtype(v)).flatten(2, 3)  # [B, 1, h*w, C]
         for rows, cols, qpix, kpix, outside in tiling.chunks():
             head_probs = tiling.head_probs(scaled_q, k, qpix, kpix, outside)  # [B, nH, n_r, n_c, T, U]
             n_r, n_c = head_probs.shape[2:4]
@@ -376,11 +367,11 @@ def window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ratio: f
     ratio = check_window_ratio(ratio)
     max_pixels_per_chunk = check_chunk_size(max_pixels_per_chunk)
     _check_shapes(q, k, v)
-    q, k, v = _common_dtype(q, k, v)
+    q, k, v = common_dtype(q, k, v)
     if backend == "auto":
         backend = "triton" if triton_available(q.device) else "torch"
     # The backends choose their own precision (float32 softmax and accumulation).
-    with torch.autocast(q.device.type, enabled=False):
+    with autocast_off(q.device):
         if backend == "reference":
             return window_attention_reference(q, k, v, ratio)
         if backend == "torch":
