@@ -13,7 +13,7 @@ to ``timm.create_model`` / ``build_upsampler``. Upsampler arguments that follow 
 from it unless ``KWARGS`` sets them; a contradicting value fails when the model is built.
 Weights that cannot be fetched (offline) raise ``OSError`` naming the ``PRETRAINED`` key.
 """
-from typing import Callable, Dict, Optional, Union
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 from detectron2.config import CfgNode
 from detectron2.layers import ShapeSpec
@@ -121,15 +121,51 @@ def upsampler_from_cfg(cfg: CfgNode, vit: TimmViT):
     return _fetch(lambda: build_upsampler(c.NAME, **kwargs), "MODEL.UPSAMPLER.PRETRAINED", c.PRETRAINED)
 
 
+# META_ARCHITECTURE -> the config nodes whose IN_FEATURES read the backbone's levels
+HEAD_FEATURES = {"RetinaNet": ("RETINANET",), "GeneralizedRCNN": ("RPN", "ROI_HEADS"), "ProposalNetwork": ("RPN",)}
+
+
+def pyramid_for(features: Sequence[str]) -> Tuple[List[int], str]:
+    """``(MODEL.SFP.LEVELS, MODEL.SFP.TOP_BLOCK)`` giving the p-levels ``features``: the top
+    block makes levels above p5 (``"maxpool"``: p6; ``"p6p7"``: p6 and p7), e.g.
+    ``p3..p7 -> ([3, 4, 5], "p6p7")``, ``p2..p6 -> ([2, 3, 4, 5], "maxpool")``."""
+    numbers = sorted({int(name[1:]) for name in features})
+    top = "p6p7" if numbers[-1] >= 7 else "maxpool" if numbers[-1] == 6 else ""
+    last = {"p6p7": 5, "maxpool": 5, "": numbers[-1]}[top]
+    return list(range(numbers[0], last + 1)), top
+
+
+def head_features(cfg: CfgNode) -> Dict[str, List[str]]:
+    """``{config key: levels}`` the heads of ``cfg.MODEL.META_ARCHITECTURE`` read."""
+    return {f"MODEL.{node}.IN_FEATURES": list(cfg.MODEL[node].IN_FEATURES)
+            for node in HEAD_FEATURES.get(cfg.MODEL.META_ARCHITECTURE, ())}
+
+
+def check_head_features(cfg: CfgNode, backbone: UpsampledViTBackbone) -> None:
+    """``ValueError`` naming the keys to set when a head reads a level the pyramid does not give
+    (e.g. RetinaNet's p7 with the default p2..p6 pyramid)."""
+    have = list(backbone.output_shape())
+    for key, wanted in head_features(cfg).items():
+        missing = [name for name in wanted if name not in have]
+        if missing:
+            levels, top = pyramid_for(wanted)
+            raise ValueError(f"{key} reads {missing}, which the pyramid does not give (it gives {have} from "
+                             f"MODEL.SFP.LEVELS {list(cfg.MODEL.SFP.LEVELS)}, MODEL.SFP.TOP_BLOCK "
+                             f"{cfg.MODEL.SFP.TOP_BLOCK!r}): set MODEL.SFP.LEVELS {levels} and MODEL.SFP.TOP_BLOCK "
+                             f"{top!r}")
+
+
 @BACKBONE_REGISTRY.register()
 def build_upsampled_vit_backbone(cfg: CfgNode, input_shape: Optional[ShapeSpec] = None) -> UpsampledViTBackbone:
     """``MODEL.BACKBONE.NAME: build_upsampled_vit_backbone``; reads the keys of :func:`add_anyup_config`."""
     if input_shape is not None and input_shape.channels not in (None, 3):
         raise ValueError(f"the ViT backbone takes 3-channel images, got input_shape {input_shape}")
     vit = vit_from_cfg(cfg)
-    return UpsampledViTBackbone(
+    backbone = UpsampledViTBackbone(
         vit, upsampler_from_cfg(cfg, vit), cfg.MODEL.UPSAMPLER.FACTOR,
         upsampler_frozen=cfg.MODEL.UPSAMPLER.FROZEN, vit_stride=cfg.MODEL.VIT.STRIDE,
         out_channels=cfg.MODEL.SFP.OUT_CHANNELS, levels=cfg.MODEL.SFP.LEVELS,
         top_block=cfg.MODEL.SFP.TOP_BLOCK or None, norm=cfg.MODEL.SFP.NORM,
         pixel_mean=cfg.MODEL.PIXEL_MEAN, pixel_std=cfg.MODEL.PIXEL_STD, input_format=cfg.INPUT.FORMAT)
+    check_head_features(cfg, backbone)
+    return backbone

@@ -8,15 +8,18 @@
 upsampler name fixed (extra keyword arguments go to the upsampler). The neck needs the
 preprocessed image, so it runs inside ``GuidedEncoderDecoder`` / ``GuidedDepthEstimator``.
 """
+import logging
 from typing import Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from mmengine.logging import print_log
 from mmengine.model import BaseModule
 from mmseg.registry import MODELS
 
-from anyup_dense.integrations.mmseg.guidance import backbone_featurizer, image_norm_module
+from anyup_dense.integrations.mmseg.guidance import (backbone_featurizer, check_against_preprocessor,
+                                                     check_image_norm, image_norm_module, same_norm)
 from anyup_dense.ops.window_attention import check_chunk_size
 from anyup_dense.registry import build_upsampler
 
@@ -45,9 +48,12 @@ class UpsamplerNeck(BaseModule):
         frozen: ``True`` keeps the upsampler in eval mode with ``requires_grad=False``
             weights (gradients still flow through it to a trainable backbone); ``False``
             trains it with the rest of the model.
-        image_norm: ``dict(mean, std)`` of the data preprocessor (RGB, 0-255 scale), used to
-            convert the image to the ImageNet normalisation upsamplers expect;
-            ``None`` = mmseg's ImageNet values.
+        image_norm: ``dict(mean, std, bgr_to_rgb=True)`` as in the data preprocessor (0-255
+            scale), used to convert the image to the ImageNet-normalised RGB upsamplers
+            expect. ``None`` (recommended): a Guided* segmentor sets its preprocessor's
+            values at build time (:meth:`adopt_preprocessor_norm`); mmseg's ImageNet values
+            when the neck is used on its own. An explicit value wins, but one on the 0-1
+            scale against a 0-255 preprocessor is a ``ValueError``.
         max_pixels_per_chunk: bound on output pixels attended at once (AnyUp), trading
             speed for peak memory; ``None`` keeps the upsampler's setting.
 
@@ -72,10 +78,23 @@ class UpsamplerNeck(BaseModule):
         self.in_index = in_index
         self.out_strides = tuple(out_strides)
         self.frozen = frozen
-        self.to_imagenet = image_norm_module(image_norm)
+        self.image_norm = None if image_norm is None else check_image_norm(image_norm)
+        self.to_imagenet = image_norm_module(self.image_norm)
         if frozen:
             self.upsampler.requires_grad_(False)
             self.upsampler.eval()
+
+    def adopt_preprocessor_norm(self, preprocessed: dict) -> None:
+        """Called by the Guided* segmentors at build time with their data preprocessor's
+        ``dict(mean, std, bgr_to_rgb)``: used as the image normalisation unless ``image_norm``
+        was given (then only checked against it)."""
+        if self.image_norm is None:
+            self.to_imagenet = image_norm_module(preprocessed)
+            return
+        check_against_preprocessor(self.image_norm, preprocessed)
+        if not same_norm(self.image_norm, check_image_norm(preprocessed)):
+            print_log(f"{type(self).__name__}: the explicit image_norm={self.image_norm} differs from the data "
+                      f"preprocessor's {preprocessed}; using image_norm", logger="current", level=logging.WARNING)
 
     def train(self, mode: bool = True) -> "UpsamplerNeck":
         super().train(mode)

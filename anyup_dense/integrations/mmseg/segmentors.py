@@ -3,7 +3,9 @@
 They differ from mmseg's ``EncoderDecoder`` / ``DepthEstimator`` only in ``extract_feat``,
 which every path (loss, whole and slide inference, TTA) goes through, so each crop of a
 sliding window gets its own crop as guidance. A neck asks by ``requires_image = True``; any
-other neck is called exactly as in the stock segmentor.
+other neck is called exactly as in the stock segmentor. At build time they hand the data
+preprocessor's normalisation to a neck that takes it (``adopt_preprocessor_norm``), so the
+upsampler's guidance is ImageNet-normalised RGB whatever the preprocessor's values.
 """
 from typing import List, Optional, Sequence
 
@@ -12,6 +14,8 @@ import torch.nn as nn
 from mmengine.structures import PixelData
 from mmseg.models.segmentors import DepthEstimator, EncoderDecoder
 from mmseg.registry import MODELS
+
+from anyup_dense.integrations.mmseg.guidance import preprocessor_norm
 
 
 def guided_neck(neck: nn.Module, maps: Sequence[torch.Tensor], image: torch.Tensor, backbone: nn.Module):
@@ -22,9 +26,22 @@ def guided_neck(neck: nn.Module, maps: Sequence[torch.Tensor], image: torch.Tens
     return neck(maps)
 
 
+def connect_guided_neck(segmentor: nn.Module) -> None:
+    """Build-time set-up of a Guided* segmentor's neck: its image normalisation from the
+    segmentor's data preprocessor (when both support it)."""
+    neck = getattr(segmentor, "neck", None)
+    norm = preprocessor_norm(segmentor.data_preprocessor)
+    if neck is not None and norm is not None and hasattr(neck, "adopt_preprocessor_norm"):
+        neck.adopt_preprocessor_norm(norm)
+
+
 @MODELS.register_module()
 class GuidedEncoderDecoder(EncoderDecoder):
     """``EncoderDecoder`` whose neck may see the input image; same arguments."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        connect_guided_neck(self)
 
     def extract_feat(self, inputs: torch.Tensor) -> List[torch.Tensor]:
         """inputs [B,3,H,W] -> backbone maps, passed through the (guided) neck."""
@@ -37,6 +54,10 @@ class GuidedEncoderDecoder(EncoderDecoder):
 @MODELS.register_module()
 class GuidedDepthEstimator(DepthEstimator):
     """``DepthEstimator`` whose neck may see the input image; same arguments."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        connect_guided_neck(self)
 
     def extract_feat(self, inputs: torch.Tensor, batch_img_metas: Optional[List[dict]] = None):
         """inputs [B,3,H,W] -> backbone maps, passed through the (guided) neck. Backbones with

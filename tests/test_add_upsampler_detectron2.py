@@ -1,0 +1,62 @@
+"""tools/add_upsampler.py on Detectron2's stock yacs configs (Faster R-CNN, RetinaNet, Mask
+R-CNN): the converted yaml inherits the stock one, sets the pyramid levels the heads read,
+and the model builds and runs a forward pass; a head reading a level the pyramid lacks
+(RetinaNet's p7 with the default p2-p6 pyramid) is refused at build time naming the keys."""
+import pytest
+import torch
+
+import anyup_dense.integrations.detectron2 as d2
+from anyup_dense.integrations.detectron2.config import pyramid_for
+from conftest import load_tool
+from detectron2.config import get_cfg
+from detectron2.modeling import build_model
+
+STOCK = {"COCO-Detection/faster_rcnn_R_50_FPN_1x.yaml": ([2, 3, 4, 5], "maxpool"),
+         "COCO-Detection/retinanet_R_50_FPN_1x.yaml": ([3, 4, 5], "p6p7"),
+         "COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_1x.yaml": ([2, 3, 4, 5], "maxpool")}
+TINY_VIT = {"img_size": 56, "depth": 1, "embed_dim": 32, "num_heads": 2}
+
+
+def load(path):
+    """The converted yaml with a tiny random ViT (test only)."""
+    cfg = d2.add_anyup_config(get_cfg())
+    cfg.merge_from_file(str(path))
+    cfg.MODEL.VIT.NAME, cfg.MODEL.VIT.PRETRAINED = "vit_small_patch14_dinov2", ""  # tiny, random (test only)
+    cfg.MODEL.VIT.KWARGS.update(TINY_VIT)
+    cfg.MODEL.UPSAMPLER.KWARGS.update({"qk_dim": 8})
+    cfg.MODEL.DEVICE = "cpu"
+    return cfg
+
+
+@pytest.mark.parametrize("stock", list(STOCK))
+def test_converted_yacs_config_builds_and_runs(stock, tmp_path, capsys):
+    out = tmp_path / "converted.yaml"
+    load_tool("add_upsampler").main([stock, "--upsampler", "anyup", "--pretrained", "none", "-o", str(out)])
+    assert "MODEL.SFP: LEVELS" in capsys.readouterr().out
+    cfg = load(out)
+    levels, top = STOCK[stock]
+    assert (list(cfg.MODEL.SFP.LEVELS), cfg.MODEL.SFP.TOP_BLOCK, cfg.MODEL.WEIGHTS) == (levels, top, "")
+    assert cfg.MODEL.BACKBONE.NAME == "build_upsampled_vit_backbone" and cfg.MODEL.UPSAMPLER.FACTOR == 2
+    model = build_model(cfg).eval()
+    with torch.no_grad():
+        result = model([{"image": torch.randint(0, 255, (3, 64, 96), dtype=torch.uint8), "height": 64,
+                         "width": 96}])
+    assert "instances" in result[0] and result[0]["instances"].image_size == (64, 96)
+
+
+def test_pyramid_head_mismatch_names_the_keys(tmp_path):
+    out = tmp_path / "retinanet.yaml"
+    load_tool("add_upsampler").main(["COCO-Detection/retinanet_R_50_FPN_1x.yaml", "--upsampler", "anyup",
+                                     "--pretrained", "none", "-o", str(out)])
+    cfg = load(out)
+    cfg.MODEL.SFP.LEVELS, cfg.MODEL.SFP.TOP_BLOCK = [2, 3, 4, 5], "maxpool"  # the defaults: p2..p6
+    with pytest.raises(ValueError, match=r"MODEL.RETINANET.IN_FEATURES reads \['p7'\].*set MODEL.SFP.LEVELS "
+                                         r"\[3, 4, 5\] and MODEL.SFP.TOP_BLOCK 'p6p7'"):
+        build_model(cfg)
+
+
+@pytest.mark.parametrize("features, expected", [(["p3", "p4", "p5", "p6", "p7"], ([3, 4, 5], "p6p7")),
+                                                (["p2", "p3", "p4", "p5", "p6"], ([2, 3, 4, 5], "maxpool")),
+                                                (["p3", "p4", "p5"], ([3, 4, 5], ""))])
+def test_pyramid_for(features, expected):
+    assert pyramid_for(features) == expected
