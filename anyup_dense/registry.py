@@ -31,6 +31,10 @@ class Registry:
     def names(self) -> List[str]:
         return sorted(self._builders)
 
+    def builders(self) -> Dict[str, Callable[..., nn.Module]]:
+        """name -> builder, in registration order (a copy)."""
+        return dict(self._builders)
+
     def build(self, name: str, **kwargs) -> nn.Module:
         key = name.lower()
         if key not in self._builders:

@@ -145,7 +145,9 @@ def render_chunks(maps: Maps, values: torch.Tensor, guide: torch.Tensor, chunk_s
         # the column j only: [n, s, K]
         dy = (u * scale).to(dtype)[:, None] + pixel[None, :, None] - ((ui + 0.5) * scale - 0.5).to(dtype)[:, None]
         dx = (v * scale).to(dtype)[:, None] + pixel[None, :, None] - ((vi + 0.5) * scale - 0.5).to(dtype)[:, None]
-        coef_a, coef_b, coef_c, coef_d = _coefficients(maps)[index][:, None].unbind(-1)  # [n, 1, K] each
+        # F.embedding, not [index]: its CPU backward is deterministic (index_put_'s accumulation
+        # is not), so a fit is bitwise reproducible with any number of threads
+        coef_a, coef_b, coef_c, coef_d = F.embedding(index, _coefficients(maps))[:, None].unbind(-1)  # [n, 1, K]
         g = guide_cells[u0:u1, v0:v1].reshape(-1, scale * scale, 3)
         dist2 = torch.cdist(g, guide_lr[index], compute_mode="donot_use_mm_for_euclid_dist").square_()
         logw = ((coef_c * dy * dy)[:, :, None] + (coef_a * dx * dx)[:, None]
@@ -153,7 +155,7 @@ def render_chunks(maps: Maps, values: torch.Tensor, guide: torch.Tensor, chunk_s
         if int(r_cells.min()) < r_top:
             logw = logw.masked_fill((off_y * off_y + off_x * off_x) > r_cells * r_cells, -math.inf)
         weights = torch.softmax(logw, dim=-1)
-        yield (u0, u1, v0, v1), torch.bmm(weights, values_t[index])
+        yield (u0, u1, v0, v1), torch.bmm(weights, F.embedding(index, values_t))
 
 
 def render(maps: Maps, values: torch.Tensor, guide: torch.Tensor, chunk_size: int = CHUNK_SIZE,

@@ -3,13 +3,18 @@
     neck=dict(type='AnyUpNeck', pretrained='anyup_paper')                 # [B,C,H,W]
     neck=dict(type='AnyUpNeck', out_strides=(4, 8, 16, 32), frozen=False)  # for UPerHead
 
-``UpsamplerNeck`` builds any upsampler of ``anyup_dense.build_upsampler``; ``AnyUpNeck``,
-``FeatUpNeck``, ``FeatSharpNeck`` and ``BilinearNeck`` are the same class with the
-upsampler name fixed (extra keyword arguments go to the upsampler). The neck needs the
-preprocessed image, so it runs inside ``GuidedEncoderDecoder`` / ``GuidedDepthEstimator``.
+``UpsamplerNeck`` builds any upsampler of ``anyup_dense.build_upsampler``. Each built-in
+upsampler also has a neck of its own name with the upsampler fixed (extra keyword arguments
+go to the upsampler), derived from the registry: ``AnyUpNeck``, ``FeatUpNeck`` (=
+``FeatUpJBUNeck``), ``FeatSharpNeck``, ``JAFARNeck``, ``LoftUpNeck``, ``NAFNeck``,
+``UpsampleAnythingNeck``, ``BilinearNeck``, ``BicubicNeck``, ... (``NAMED_NECKS``). The neck
+needs the preprocessed image, so it runs inside ``GuidedEncoderDecoder`` /
+``GuidedDepthEstimator``.
 """
+import functools
 import logging
-from typing import Optional, Sequence, Tuple, Union
+import typing
+from typing import Dict, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -21,7 +26,8 @@ from mmseg.registry import MODELS
 from anyup_dense.integrations.mmseg.guidance import (backbone_featurizer, check_against_preprocessor,
                                                      check_image_norm, image_norm_module, same_norm)
 from anyup_dense.ops.window_attention import check_chunk_size
-from anyup_dense.registry import build_upsampler
+import anyup_dense.upsamplers  # noqa: F401  (registers the built-in upsamplers)
+from anyup_dense.registry import UPSAMPLERS, build_upsampler
 
 
 def _split_upsampler_cfg(upsampler: Union[str, dict], extra: dict) -> Tuple[str, dict]:
@@ -146,33 +152,33 @@ class UpsamplerNeck(BaseModule):
                              antialias=True)
 
 
-@MODELS.register_module()
-class AnyUpNeck(UpsamplerNeck):
-    """``UpsamplerNeck`` with AnyUp; e.g. ``pretrained='anyup_paper'``, ``qk_dim=...``."""
-
-    def __init__(self, **kwargs):
-        super().__init__(upsampler="anyup", **kwargs)
-
-
-@MODELS.register_module()
-class FeatUpNeck(UpsamplerNeck):
-    """``UpsamplerNeck`` with FeatUp's JBU stack; e.g. ``backbone='dinov2', pretrained=True``."""
-
-    def __init__(self, **kwargs):
-        super().__init__(upsampler="featup_jbu", **kwargs)
+def _neck_class_name(name: str, builder) -> str:
+    """``JAFARNeck`` for ``jafar`` (the class its builder returns, + ``Neck``); upsamplers
+    that share a class (bilinear, bicubic) are named after the registry name."""
+    returned = typing.get_type_hints(builder).get("return")
+    shared = sum(typing.get_type_hints(b).get("return") is returned for b in UPSAMPLERS.builders().values()) > 1
+    base = name.capitalize() if returned is None or shared else returned.__name__
+    return f"{base}Neck"
 
 
-@MODELS.register_module()
-class FeatSharpNeck(UpsamplerNeck):
-    """``UpsamplerNeck`` with FeatSharp; the segmentor's backbone becomes its featurizer."""
+def _register_named_necks() -> Dict[str, type]:
+    """One ``UpsamplerNeck`` subclass per registered upsampler, with the upsampler fixed:
+    ``neck=dict(type='JAFARNeck', v_dim=384, pretrained=...)``. ``FeatUpNeck`` is kept as
+    the documented name of ``featup_jbu``'s neck."""
+    necks = {}
+    for name, builder in UPSAMPLERS.builders().items():
+        class_name = _neck_class_name(name, builder)
+        necks[class_name] = type(class_name, (UpsamplerNeck,), {
+            "__init__": functools.partialmethod(UpsamplerNeck.__init__, name),
+            "fixed_upsampler": name,
+            "__doc__": f"``UpsamplerNeck`` with ``upsampler='{name}'``; keyword arguments go to the upsampler.",
+            "__module__": __name__,
+        })
+    necks["FeatUpNeck"] = necks[_neck_class_name("featup_jbu", UPSAMPLERS.builders()["featup_jbu"])]
+    for class_name, neck in necks.items():
+        MODELS.register_module(name=class_name, module=neck)
+    return necks
 
-    def __init__(self, **kwargs):
-        super().__init__(upsampler="featsharp", **kwargs)
 
-
-@MODELS.register_module()
-class BilinearNeck(UpsamplerNeck):
-    """``UpsamplerNeck`` with bilinear interpolation (the training-free baseline)."""
-
-    def __init__(self, **kwargs):
-        super().__init__(upsampler="bilinear", **kwargs)
+NAMED_NECKS = _register_named_necks()
+globals().update(NAMED_NECKS)
