@@ -22,14 +22,17 @@ TINY_NECKS = {
 
 
 def tiny_config(config: pathlib.Path, data_root: pathlib.Path, work_dir: pathlib.Path, neck: str,
-                epochs: int = 2) -> Config:
-    """The config with a tiny backbone/neck, the synthetic data, 2-epoch CPU training."""
+                epochs: int = 2, keep_schedule: bool = False) -> Config:
+    """The config with a tiny backbone/neck, the synthetic data, 2-epoch CPU training (with a
+    2-epoch cosine unless ``keep_schedule``: then the config's own param_scheduler)."""
     cfg = Config.fromfile(str(config))
     overrides = {"model.backbone": TINY_BACKBONE, "model.decode_head.in_channels": 32,
                  "train_cfg.max_epochs": epochs, "train_cfg.val_interval": epochs,
-                 "param_scheduler": [dict(type="CosineAnnealingLR", T_max=epochs, by_epoch=True, begin=0, end=epochs)],
                  "env_cfg.dist_cfg.backend": "gloo", "work_dir": str(work_dir),
                  "default_hooks.checkpoint.interval": epochs, "default_hooks.logger.interval": 1}
+    if not keep_schedule:
+        overrides["param_scheduler"] = [dict(type="CosineAnnealingLR", T_max=epochs, by_epoch=True, begin=0,
+                                             end=epochs)]
     overrides.update({f"model.neck.{k}": v for k, v in TINY_NECKS[neck].items()})
     for split in ("train", "val", "test"):
         loader = f"{split}_dataloader"

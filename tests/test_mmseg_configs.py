@@ -21,6 +21,7 @@ TINY_NECK = {  # neck type -> overrides making it tiny and weight-free
     "BilinearNeck": {}, "AnyUpNeck": dict(pretrained=None, qk_dim=16),
     "FeatUpNeck": dict(backbone=None, dim=32, pretrained=None),
     "FeatSharpNeck": dict(dim=32, model_resolution=SIZE, num_heads=2),
+    "UpsamplerNeck": {},  # the compare/ configs: bilinear until tools/compare.py sets the upsampler
 }
 
 
@@ -60,8 +61,24 @@ def test_every_published_row_has_a_config():
     for neck in ("bilinear", "featup", "anyup"):
         for task in ("depth", "normal"):
             assert f"{neck}_vit-s14-dinov2_{task}-probe_nyu_224x224.py" in names
-    for path in LEAVES:  # each header names its target
-        assert "# Target:" in path.read_text(), path
+    for path in LEAVES:  # each published row's header names its target; each compare config its protocol
+        expected = "# Protocol " if path.parent.name == "compare" else "# Target:"
+        assert expected in path.read_text(), path
+
+
+def test_each_config_has_exactly_the_neck_it_names(tmp_path):
+    """A neck piece replaces the model's neck (``_delete_``) instead of merging into it: keys of
+    the base model's neck do not leak into the leaf's, for every neck piece."""
+    (tmp_path / "model.py").write_text("model = dict(neck=dict(type='BilinearNeck', leaked=1))\n")
+    for piece in sorted((CONFIGS / "_base_" / "necks").glob("*.py")):
+        leaf = f"_base_ = ['./model.py', '{piece}']\nmodel = dict(neck={{{{_base_.neck}}}})\n"
+        (tmp_path / "leaf.py").write_text(leaf)
+        cfg = Config.fromfile(str(tmp_path / "leaf.py"))
+        assert "leaked" not in cfg.model.neck and cfg.model.neck == cfg.neck, piece
+    for path in LEAVES:
+        cfg = Config.fromfile(str(path))
+        if "neck" in cfg:  # the leaf names a neck piece
+            assert cfg.model.neck == cfg.neck, path
 
 
 @pytest.mark.parametrize("path", leaf_params())
@@ -75,7 +92,7 @@ def test_config_builds_and_runs_forward(path):
     expected = {"GuidedEncoderDecoder": cfg.model.decode_head.get("num_classes"), "GuidedDepthEstimator": 1,
                 "GuidedNormalEstimator": 4}[cfg.model.type]
     assert out.shape[:2] == (1, expected) and torch.isfinite(out).all()
-    stride = 4 if isinstance(cfg.model.decode_head.in_channels, list) else 1
+    stride = 4 if isinstance(cfg.model.decode_head.in_channels, list) else min(cfg.model.neck.get("out_strides", (1, )))
     assert out.shape[-1] == SIZE // stride
 
 

@@ -4,11 +4,16 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
+from anyup_dense import list_upsamplers
+from anyup_dense.compare.report import GAP, LABEL_HEIGHT, grid_shape
 from anyup_dense.demo_image import synthetic_image
 from anyup_dense.visualization import FeaturePCA, side_by_side
+
+from conftest import load_tool
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -46,18 +51,44 @@ def test_synthetic_image_is_deterministic():
     assert a.std() > 20  # not a flat image
 
 
-def test_quickstart_writes_png(tmp_path):
+def test_quickstart_compares_every_upsampler(tmp_path):
+    """Offline, no weights anywhere: every registered upsampler gets a row (random or no weights,
+    time, peak memory, preservation) and a panel in the grid (image | low-res | upsamplers)."""
     out = tmp_path / "quick.png"
     result = subprocess.run(
-        [sys.executable, str(ROOT / "tools" / "quickstart.py"), "--size", "112", "--out", str(out)],
+        [sys.executable, str(ROOT / "tools" / "quickstart.py"), "--size", "126", "--fit-steps", "3", "--out", str(out)],
         capture_output=True, text=True, timeout=300, cwd=tmp_path,
         env={"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "TORCH_HOME": str(tmp_path / "torch")},
     )
     assert result.returncode == 0, result.stderr
-    assert "weights: random (none found locally)" in result.stdout
-    assert "anyup weights: random" in result.stdout
-    assert "timings on cpu: backbone" in result.stdout
+    assert "weights: random (none found locally; pass --download)" in result.stdout
+    assert "per-image fits use 3 steps" in result.stdout
+    names = list_upsamplers()
+    table = [line for line in result.stdout.splitlines() if line.startswith("| ")]
+    rows = {cells[0]: cells for cells in ([c.strip() for c in line.strip("|").split("|")] for line in table)}
+    assert rows.pop("upsampler") == ["upsampler", "weights", "time_ms", "peak_mib", "preservation", "notes"]
+    assert sorted(rows) == names
+    for name, (_, weights, time_ms, peak_mib, preservation, notes) in rows.items():
+        assert weights.startswith(("random", "none (has no weights)")), (name, weights)
+        assert float(time_ms) > 0 and float(peak_mib) > 0 and -1 <= float(preservation) <= 1, name
+    assert float(rows["bilinear"][4]) > 0.9  # smooth interpolation nearly preserves the cell means
+    assert rows["upsample_anything"][5] == "3 fit steps (official 51)"
     image = np.asarray(Image.open(out))
-    assert image.shape == (112, 4 * 112 + 3 * 4, 3)
-    anyup_panel = image[:, -112:].astype(float)
-    assert anyup_panel.std() > 1  # a real PCA colouring, not a blank panel
+    count = 2 + len(names)
+    grid_rows, columns = grid_shape(count, 4)
+    cell_h, cell_w = 126 + LABEL_HEIGHT + GAP, 126 + GAP
+    assert image.shape == (grid_rows * cell_h - GAP, columns * cell_w - GAP, 3)
+    for k in range(count):
+        row, col = divmod(k, columns)
+        panel = image[row * cell_h:row * cell_h + 126, col * cell_w:col * cell_w + 126].astype(float)
+        assert panel.std() > 1, k  # a real PCA colouring, not a blank panel
+
+
+def test_quickstart_refuses_unknown_upsamplers_and_sizes():
+    quickstart = load_tool("quickstart")
+    with pytest.raises(SystemExit):
+        quickstart.parse_args(["--upsamplers", "bilinear,nope"])
+    with pytest.raises(SystemExit):
+        quickstart.parse_args(["--size", "100"])
+    args = quickstart.parse_args(["--upsamplers", "bilinear,naf", "--device", "cpu"])
+    assert args.upsamplers == ["bilinear", "naf"] and args.fit_steps == 10

@@ -1,0 +1,5 @@
+# Protocol "jafar" (_base_/protocols/jafar.py) on voc-21; the upsampler is chosen by name, e.g.
+#   --cfg-options model.neck.upsampler=anyup model.neck.pretrained=anyup_paper
+# (tools/compare.py sets it, with each upsampler's arguments, for every upsampler it compares).
+_base_ = ['../_base_/protocols/jafar.py', '../_base_/datasets/voc-21_448.py']
+model = dict(decode_head=dict(num_classes={{_base_.num_classes}}))

@@ -1,0 +1,5 @@
+# Protocol "naf" (_base_/protocols/naf.py) on coco-stuff-27; the upsampler is chosen by name, e.g.
+#   --cfg-options model.neck.upsampler=anyup model.neck.pretrained=anyup_paper
+# (tools/compare.py sets it, with each upsampler's arguments, for every upsampler it compares).
+_base_ = ['../_base_/protocols/naf.py', '../_base_/datasets/coco-stuff-27_448.py']
+model = dict(decode_head=dict(num_classes={{_base_.num_classes}}))
