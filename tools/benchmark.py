@@ -39,10 +39,18 @@ import torch
 PATCH = 14
 QK_DIM, HEADS = 128, 4  # AnyUp's released attention width and heads
 JBU_TAPS = 7 * 7  # FeatUp JBU kernel (radius 3)
-UPSAMPLERS = ("bilinear", "anyup", "featup_jbu", "featsharp", "attn_op", "jbu_op")
+UPSAMPLERS = ("bilinear", "anyup", "featup_jbu", "featsharp", "jafar", "loftup", "naf", "attn_op", "jbu_op")
 ANYUP_BACKENDS = ("reference", "torch", "triton")
 JBU_OPS = ("adaptive_conv_unfold", "adaptive_conv")
-REFERENCE_VARIANT = {"anyup": "reference", "attn_op": "reference", "jbu_op": "adaptive_conv_unfold"}
+REFERENCE_VARIANT = {"anyup": "reference", "attn_op": "reference", "jbu_op": "adaptive_conv_unfold",
+                     "jafar": "dense", "loftup": "dense", "naf": "unchunked"}
+# Upsamplers whose attention is chunked, beside their unchunked (official-formula) path:
+# variant -> constructor arguments.
+CHUNKED_VARIANTS = {
+    "jafar": {"dense": {"backend": "dense"}, "chunked": {}},
+    "loftup": {"dense": {"dense": True}, "chunked": {}},
+    "naf": {"unchunked": {"max_pixels_per_chunk": 2 ** 40}, "chunked": {}},
+}
 GIB = 2 ** 30
 MIB = 2 ** 20
 
@@ -77,6 +85,8 @@ def estimate_bytes(case: Case, backward: bool, element_size: int = 4) -> int:
         elements = encoders + 2 * out + attention
     elif case.name == "jbu_op":
         elements = (JBU_TAPS + 2) * out if case.variant == "adaptive_conv_unfold" else 3 * out + b * JBU_TAPS * q
+    elif REFERENCE_VARIANT.get(case.name) == case.variant:  # dense attention logits of the official formula
+        elements = 8 * out + 2 * b * HEADS * q * n
     else:
         elements = (2 if case.name == "bilinear" else 8) * out
     return elements * element_size * (3 if backward else 1)
@@ -124,8 +134,10 @@ def _build(case: Case, device: torch.device) -> Callable[[bool], torch.Tensor]:
     # AnyUp trains with its full-resolution encoders recomputed in backward (forward-only timings
     # are unaffected): that is the setting the fwd+bwd rows measure.
     kwargs = {"anyup": {"backend": case.variant, "checkpoint_encoders": True}, "featup_jbu": {"dim": c},
-              "featsharp": {"dim": c, "model_resolution": f * PATCH, "patch_size": PATCH}}
-    model = anyup_dense.build_upsampler(case.name, **kwargs.get(case.name, {})).to(device)
+              "featsharp": {"dim": c, "model_resolution": f * PATCH, "patch_size": PATCH},
+              "jafar": {"v_dim": c}, "loftup": {"dim": c}}
+    variant = CHUNKED_VARIANTS.get(case.name, {}).get(case.variant, {})
+    model = anyup_dense.build_upsampler(case.name, **kwargs.get(case.name, {}), **variant).to(device)
     features = torch.randn(b, c, f, f, device=device)
     image = torch.randn(b, 3, s, s, device=device)
     extra = {}
@@ -216,7 +228,8 @@ def measure_in_subprocess(case: Case, args) -> Dict[str, object]:
 def make_cases(args) -> List[Case]:
     cases = []
     for name in args.upsamplers:
-        variants = {"anyup": args.backends, "attn_op": args.backends, "jbu_op": JBU_OPS}.get(name, [""])
+        variants = {"anyup": args.backends, "attn_op": args.backends, "jbu_op": JBU_OPS,
+                    **{k: list(v) for k, v in CHUNKED_VARIANTS.items()}}.get(name, [""])
         for size in args.sizes:
             for channels in args.channels:
                 for variant in variants:
