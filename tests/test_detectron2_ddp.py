@@ -1,15 +1,16 @@
 """``MODEL.UPSAMPLER.FROZEN False`` under DistributedDataParallel with Detectron2's own
 wrapping (``DefaultTrainer`` -> ``create_ddp_model``, ``find_unused_parameters=False``):
-2 gloo processes on CPU, 3 iterations of the tiny Mask R-CNN, for every registered upsampler.
+2 gloo processes on CPU, 3 iterations of the tiny Mask R-CNN, for every registered upsampler
+with trainable weights.
 A parameter that never gets a gradient makes DDP fail at the second iteration."""
 import pytest
 import torch
 import torch.multiprocessing as mp
 
-import anyup_dense
 from detectron2_helpers import ddp_train_worker, synthetic_coco_files  # noqa: F401
+from upsampler_helpers import learned_upsamplers
 
-UPSAMPLERS = anyup_dense.list_upsamplers()
+UPSAMPLERS = learned_upsamplers()
 LEARNED = ("anyup", "featsharp", "featup_jbu")  # at least these have weights to train
 WORLD_SIZE = 2
 

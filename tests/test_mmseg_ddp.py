@@ -10,13 +10,11 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-import anyup_dense
-from mmseg_helpers import CONFIGS, CROP, tiny_config
-from upsampler_helpers import TINY_UPSAMPLER_KWARGS
+from mmseg_helpers import CONFIGS, tiny_config
+from upsampler_helpers import FEATSHARP_KWARGS, TINY_UPSAMPLER_KWARGS, learned_upsamplers
 
-NECK_KWARGS = {**TINY_UPSAMPLER_KWARGS, "featsharp": dict(dim=32, model_resolution=CROP, num_heads=2)}
-UPSAMPLERS = [name for name in anyup_dense.list_upsamplers()
-              if any(True for _ in anyup_dense.build_upsampler(name, **NECK_KWARGS.get(name, {})).parameters())]
+NECK_KWARGS = {**TINY_UPSAMPLER_KWARGS, "featsharp": FEATSHARP_KWARGS}
+UPSAMPLERS = learned_upsamplers()
 WORLD_SIZE = 2
 
 
@@ -71,7 +69,7 @@ def ddp_results(synthetic_root, tmp_path_factory):
 
 
 def test_learned_upsamplers_are_covered():
-    assert {"anyup", "featsharp", "featup_jbu", "jafar", "loftup", "naf"} <= set(UPSAMPLERS)
+    assert {"anyup", "featsharp", "featup_jbu", "jafar", "loftup", "naf", "uplift"} <= set(UPSAMPLERS)
 
 
 @pytest.mark.parametrize("upsampler", UPSAMPLERS)

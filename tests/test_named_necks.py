@@ -9,7 +9,7 @@ from upsampler_helpers import TINY_UPSAMPLER_KWARGS
 
 EXPECTED = {"anyup": "AnyUpNeck", "featup_jbu": "FeatUpJBUNeck", "featsharp": "FeatSharpNeck", "jafar": "JAFARNeck",
             "loftup": "LoftUpNeck", "naf": "NAFNeck", "upsample_anything": "UpsampleAnythingNeck",
-            "bilinear": "BilinearNeck", "bicubic": "BicubicNeck"}
+            "bilinear": "BilinearNeck", "bicubic": "BicubicNeck", "featup_implicit": "FeatUpImplicitNeck", "uplift": "UPLiFTNeck"}
 
 
 def test_every_upsampler_has_a_named_neck():
@@ -20,7 +20,8 @@ def test_every_upsampler_has_a_named_neck():
     assert NAMED_NECKS["FeatUpNeck"] is NAMED_NECKS["FeatUpJBUNeck"]  # the documented name stays
 
 
-@pytest.mark.parametrize("upsampler", sorted(set(EXPECTED) - {"featsharp"}))  # featsharp: tests/test_featsharp_neck.py
+# featurizer upsamplers: tests/test_featsharp_neck.py (featup_implicit takes the same path)
+@pytest.mark.parametrize("upsampler", sorted(set(EXPECTED) - {"featsharp", "featup_implicit"}))
 def test_named_neck_runs_its_upsampler(upsampler):
     neck = MODELS.build(dict(type=EXPECTED[upsampler], **TINY_UPSAMPLER_KWARGS.get(upsampler, {})))
     assert neck.upsampler_name == upsampler

@@ -15,8 +15,9 @@ import torch
 import torch.nn as nn
 
 from anyup_dense.registry import build_upsampler
-from anyup_dense.upsamplers import anyup, jafar, loftup, naf
+from anyup_dense.upsamplers import anyup, jafar, loftup, naf, uplift
 from anyup_dense.upsamplers.checkpoint import hub_cache_path, url_file_name
+from anyup_dense.upsamplers.featup_implicit_layers import window_count
 
 DINOV2_S = "vit_small_patch14_dinov2.lvd142m"
 DINOV2_S_REG = "vit_small_patch14_reg4_dinov2.lvd142m"
@@ -31,6 +32,7 @@ RELEASE_FOR: Dict[str, Dict[Optional[str], str]] = {
     "loftup": {DINOV2_S: "loftup_dinov2s", DINOV2_S_REG: "loftup_dinov2s_reg", DINOV2_B: "loftup_dinov2b",
                DINOV2_B_REG: "loftup_dinov2b_reg"},
     "featup_jbu": {DINOV2_S: "dinov2"},
+    "uplift": {DINOV2_S: "dinov2-s14"},
 }
 # upsampler -> the torch.hub cache file name of one of its releases
 _CACHE_FILE: Dict[str, Callable[[str], str]] = {
@@ -39,6 +41,7 @@ _CACHE_FILE: Dict[str, Callable[[str], str]] = {
     "jafar": lambda name: url_file_name(jafar.RELEASES[name]),
     "loftup": lambda name: loftup.RELEASE_FILE_NAMES[name],
     "featup_jbu": lambda name: f"featup_{name}_jbu_stack_cocostuff.ckpt",
+    "uplift": lambda name: url_file_name(uplift.RELEASES[name]),
 }
 # Per-image fitting methods and their official fit lengths; on CPU they run CPU_FIT_STEPS steps.
 OFFICIAL_FIT_STEPS = {"upsample_anything": 51, "featup_implicit": 1200}
@@ -93,8 +96,10 @@ def architecture_kwargs(name: str, dim: int, patch_size: int, image_size: int,
         kwargs = dict(v_dim=dim)
     elif name == "uplift":
         kwargs = dict(in_channels=dim, patch_size=patch_size)
-    elif name == "featup_implicit":
-        kwargs = dict(model_resolution=image_size)
+    elif name == "featup_implicit":  # the widest downsampler window (official 29) that tiles this grid
+        grid = image_size // patch_size
+        kernel = max(k for k in range(1, 30) if window_count(image_size, k, grid) == grid)
+        kwargs = dict(model_resolution=image_size, proj_dim=min(128, dim), kernel_size=kernel)
     if name in OFFICIAL_FIT_STEPS and fit_steps is not None:
         kwargs["steps"] = fit_steps
     return kwargs

@@ -1,0 +1,346 @@
+"""FeatUp's implicit upsampler (per-image fit): float64 parity with the official code, interface, cost bounds.
+
+Fixtures: tests/fixtures/featup_implicit_*.pt (format and tolerances: the ``featup_implicit`` section of
+the fixture README). Every random draw of the official run is stored; :class:`Replay` feeds them to
+the fit. Parity is checked in float64 only (float32 Fourier features at e^10 rad are not comparable).
+"""
+import pytest
+import torch
+import torch.nn.functional as F
+
+import anyup_dense.upsamplers.featup_implicit  # noqa: F401  (registers the builder)
+from anyup_dense.registry import UPSAMPLERS
+from anyup_dense.upsamplers import featup_implicit_layers as layers
+from anyup_dense.upsamplers.featup_implicit import Draws, FeatUpImplicit, ViewBank, fit_model
+from conftest import FIXTURES, load_fixture, relative_errors
+
+CASES = sorted(p.name for p in FIXTURES.glob("featup_implicit_*.pt"))
+SMALL_CHUNK = 700  # splits every fixture's MLP into several row chunks and its downsampler into row bands
+
+
+class Replay:
+    """The fixture's stored draws, with the methods of :class:`Draws`."""
+
+    def __init__(self, inputs: dict):
+        self.inputs = inputs
+
+    def channel_keep(self, step, layer, channels):
+        return self.inputs["drop_ups1" if layer == 3 else "drop_ups2"][step]
+
+    def views(self, step, count, n_images):
+        return self.inputs["idx"][step]
+
+    def patch_keep(self, step, view, shape):
+        return self.inputs["drop_attn"][step, view]
+
+    def logit_keep(self, step, view, shape):
+        return self.inputs["logit_keep"][step, view]
+
+
+def build(case: dict) -> layers.FeatUpImplicitModel:
+    c = case["config"]
+    model = layers.FeatUpImplicitModel(c["proj_dim"], c["n_freqs"], c["color_feats"], c["kernel_size"],
+                                       c["final_size"]).double()
+    model.load_state_dict({k: v.double() for k, v in case["state_dict"].items()}, strict=True)
+    return model
+
+
+def jitter(inputs: dict) -> layers.Jitter:
+    return layers.Jitter(inputs["jit_x"], inputs["jit_y"], inputs["jit_zoom"], inputs["jit_flip"])
+
+
+def weights(config: dict):
+    return config["mag_weight"], config["mag_tv_weight"], config["blur_pin"]
+
+
+def test_fixtures_present():
+    assert len(CASES) == 3, CASES
+
+
+@pytest.mark.parametrize("name", CASES)
+@pytest.mark.parametrize("chunk_size", [SMALL_CHUNK, 1 << 23])
+def test_forward_at_given_parameters_float64(name, chunk_size):
+    """Fourier features, U in eval mode and the unprojection (measured: U bitwise equal; the limit is 1e-9)."""
+    case = load_fixture(name)
+    inputs, inter, model = case["inputs"], case["intermediates"], build(case)
+    image = inputs["image"]
+    stats = layers.scaler_stats(image)
+    low, scale = stats
+    if "implicit_feats_init" in inter:  # stored for S <= 32
+        with torch.no_grad():
+            fourier = model.upsampler[1]((image - low) / scale - 0.5, slice(None), image.shape[2])
+        assert relative_errors(fourier, inter["implicit_feats_init"])[0] <= 1e-9
+    hr = model.evaluate(image, stats, chunk_size)
+    assert relative_errors(hr, inter["hr_feats_init_eval"])[0] <= 1e-9
+    out = layers.unproject(hr, inputs["unproj_components"], inputs["unproj_mean"])
+    assert relative_errors(out, inter["output_init"])[0] <= 1e-9
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_step0_pieces_float64(name):
+    """Train-mode U, the jittered views (zoomed / flipped: views 0 and 1), the downsampler and the
+    scale head at step 0 (measured rel_max <= 1e-15)."""
+    case = load_fixture(name)
+    inputs, step0, model = case["inputs"], case["intermediates"]["step0"], build(case)
+    image, replay, jit = inputs["image"], Replay(inputs), jitter(inputs)
+    keep = (replay.channel_keep(0, 3, None), replay.channel_keep(0, 6, None))
+    with torch.no_grad():
+        hr = model.upsampler(image, layers.scaler_stats(image), keep=keep)
+        assert relative_errors(hr, step0["hr_feats"])[0] <= 1e-9
+        both = torch.cat([layers.magnitude(hr), hr], dim=1)
+        views = inputs["idx"][0].tolist()
+        assert views[:2] == [0, 1] and inputs["jit_zoom"][0] > 1 and inputs["jit_flip"][1]
+        jittered = torch.cat([layers.apply_jitter(both, case["config"]["max_pad"], jit, v) for v in views])
+        assert relative_errors(jittered, step0["hr_both_jittered"])[0] <= 1e-9
+        out = torch.cat([model.downsampler(layers.blur5(jittered[j:j + 1]), replay.patch_keep(0, j, None),
+                                           replay.logit_keep(0, j, None)) for j in range(len(views))])
+        assert relative_errors(out, step0["output_both"])[0] <= 1e-9
+        scales = model.scales(inputs["jit_features"][inputs["idx"][0]])
+        assert relative_errors(scales, step0["scales"])[0] <= 1e-9
+
+
+@pytest.mark.parametrize("name", CASES)
+@pytest.mark.parametrize("chunk_size", [SMALL_CHUNK, 1 << 23])
+def test_loss_terms_and_gradients_step0_float64(name, chunk_size):
+    """Each loss term and every parameter's gradient, chunked or not (measured: terms <= 4.5e-16 relative,
+    gradients max|d| <= 1.1e-15 x the largest |grad|)."""
+    case = load_fixture(name)
+    inputs, inter, model = case["inputs"], case["intermediates"], build(case)
+    replay, image, views = Replay(inputs), inputs["image"], inputs["idx"][0]
+    terms = layers.step_backward(
+        model, image, layers.scaler_stats(image), inputs["jit_features"][views], jitter(inputs), views.tolist(),
+        (replay.channel_keep(0, 3, None), replay.channel_keep(0, 6, None)),
+        lambda j: (replay.patch_keep(0, j, None), replay.logit_keep(0, j, None)), case["config"]["max_pad"],
+        weights(case["config"]), chunk_size)
+    step0 = inter["step0"]
+    for ours, key in zip(terms, ("rec_loss", "mag_loss", "mag_tv", "blur_pin_loss", "loss")):
+        assert abs(ours.item() / step0[key].item() - 1) <= 1e-9, key
+    largest = max(g.abs().max() for g in inter["grads_step0"].values())
+    grads = dict(model.named_parameters())
+    assert set(grads) == set(inter["grads_step0"])
+    for key, ref in inter["grads_step0"].items():
+        assert (grads[key].grad - ref).abs().max() <= 1e-9 * largest, key
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_fit_steps_and_output_float64(name):
+    """Every NAdam step's loss, loss terms and parameters, the final eval features and output (measured:
+    losses <= 4.5e-16 relative, parameters <= 6e-16 absolute, output rel_max <= 3.6e-15)."""
+    case = load_fixture(name)
+    inputs, inter, config, model = case["inputs"], case["intermediates"], case["config"], build(case)
+    recorded = []
+
+    def record(step, terms, fitted):
+        recorded.append((terms, {k: v.detach().clone() for k, v in fitted.named_parameters()}))
+
+    losses = fit_model(model, inputs["image"], lambda idx: inputs["jit_features"][idx], jitter(inputs),
+                       Replay(inputs), config["steps"], 2e-3, config["inner_batch"], config["max_pad"],
+                       weights(config), callback=record)
+    assert losses.shape == (config["steps"], 5) and len(recorded) == config["steps"]
+    for t, (terms, params) in enumerate(recorded):
+        assert abs(terms.loss.item() / inter["loss_per_step"][t].item() - 1) <= 1e-9, t
+        rel = (torch.stack(terms[:4]) / inter["loss_terms_per_step"][t] - 1).abs().max()
+        assert rel <= 1e-9, t
+        for key, ref in inter["params_after_step"][t].items():
+            assert (params[key] - ref).abs().max() <= 1e-9, (t, key)
+    image = inputs["image"]
+    hr = model.evaluate(image, layers.scaler_stats(image), 1 << 23)
+    assert relative_errors(hr, inter["hr_feats_final_eval"])[0] <= 1e-9
+    out = layers.unproject(hr, inputs["unproj_components"], inputs["unproj_mean"])
+    assert relative_errors(out, case["output"])[0] <= 1e-9
+
+
+def test_jitter_against_pad_interpolate_crop():
+    """The gather-based jitter equals the official pad -> F.interpolate(scale_factor) -> crop -> flip on
+    a non-square map, for zoomed and unzoomed views at the far edges of the crop range (float64, 1e-14)."""
+    x = torch.randn(1, 4, 9, 13, dtype=torch.float64)
+    pad = 3
+    zooms = torch.tensor([1.0, 1.7000000476837158, 1.25, 1.0])
+    for v, (zoom, flip) in enumerate(zip(zooms.tolist(), [False, True, False, True])):
+        padded = F.pad(x, [pad] * 4, mode="reflect")
+        zoomed = F.interpolate(padded, scale_factor=zoom, mode="bilinear") if zoom > 1 else padded
+        for ox, oy in ((0, 0), (zoomed.shape[2] - 9, zoomed.shape[3] - 13)):
+            ref = zoomed[:, :, ox:ox + 9, oy:oy + 13]
+            ref = ref.flip(-1) if flip else ref
+            jit = layers.Jitter(torch.tensor([ox]), torch.tensor([oy]), zooms[v:v + 1], torch.tensor([flip]))
+            assert relative_errors(layers.apply_jitter(x, pad, jit, 0), ref)[0] <= 1e-14
+
+
+def test_pca_projection():
+    """Exact PCA: orthonormal components of the centred pixels; with all components the projection
+    round-trips; P = D is the identity (official: no projection)."""
+    feats = torch.randn(3, 6, 4, 4, dtype=torch.float64) * torch.arange(1, 7, dtype=torch.float64).view(1, 6, 1, 1)
+    components, mean = layers.fit_pca(feats, 3)
+    assert torch.allclose(components @ components.T, torch.eye(3, dtype=torch.float64), atol=1e-12)
+    pixels = feats.movedim(1, -1).reshape(-1, 6)
+    assert torch.allclose(mean, pixels.mean(0), atol=1e-14)
+    eigvals, eigvecs = torch.linalg.eigh(torch.cov(pixels.T, correction=0))
+    top = eigvecs[:, -3:]
+    assert torch.allclose((components @ top).abs().sum(0), torch.ones(3, dtype=torch.float64), atol=1e-9)
+    full = layers.fit_pca(feats, 5)
+    assert relative_errors(layers.unproject(layers.project(feats, *full), *full), feats)[0] > 1e-3
+    identity = layers.fit_pca(feats, 6)
+    assert torch.equal(layers.project(feats, *identity), feats)
+
+
+# --- the interface: a tiny fit with a stand-in featurizer ------------------------------------------------
+
+
+def featurizer(grid: int = 4, channels: int = 6):
+    """Patch-pooled pixels through a fixed random 1x1 projection, then tanh: [N,3,R,R] -> [N,C,grid,grid]."""
+    weight = torch.randn(channels, 3, 1, 1, generator=torch.Generator().manual_seed(3))
+
+    def featurize(images):
+        pooled = F.adaptive_avg_pool2d(images, grid)
+        return torch.tanh(F.conv2d(pooled, weight.to(images)))
+
+    return featurize
+
+
+def tiny(**kwargs) -> FeatUpImplicit:
+    options = dict(model_resolution=24, steps=2, inner_batch=2, n_images=6, pca_batch=2, proj_dim=3, n_freqs=2,
+                   kernel_size=9, max_pad=3)
+    return FeatUpImplicit(**{**options, **kwargs})
+
+
+def test_seeded_fit_is_bitwise_deterministic_and_seed_matters():
+    image = torch.randn(1, 3, 24, 24)
+    feat = featurizer()(image)
+    first = tiny()(feat, image, featurizer=featurizer())
+    assert first.shape == (1, 6, 24, 24) and first.dtype == torch.float32
+    assert torch.equal(first, tiny()(feat, image, featurizer=featurizer()))
+    assert not torch.equal(first, tiny(seed=1)(feat, image, featurizer=featurizer()))
+
+
+def test_fit_state_losses_and_lazy_views():
+    """``fit`` returns the fitted model, PCA and per-step losses; it featurises only the views it needs."""
+    image, calls = torch.randn(1, 3, 24, 24, dtype=torch.float64), []
+    base = featurizer()
+
+    def counting(views):
+        calls.append(views.shape[0])
+        return base(views)
+
+    up = tiny(steps=3, n_images=50, use_norm=False)
+    (fit,) = up.fit(image, counting)
+    assert fit.losses.shape == (3, 5) and fit.losses.dtype == torch.float64
+    total = fit.losses[:, 0] + 0.001 * fit.losses[:, 1] + 0.05 * fit.losses[:, 2] + 0.1 * fit.losses[:, 3]
+    assert torch.allclose(total, fit.losses[:, 4], rtol=1e-14, atol=0)
+    assert fit.components.shape == (3, 6) and fit.mean.shape == (6,)
+    assert calls[0] == 2 and sum(calls) <= 2 + 3 * 2  # the PCA views, then at most the drawn ones
+    start = up.new_model(3, 4, torch.float64, "cpu")
+    assert not torch.equal(start.upsampler[4].weight, fit.model.upsampler[4].weight)
+    out = up.apply_fits([fit], image, (13, 17))
+    native = up.apply_fits([fit], image)
+    assert torch.equal(out, F.interpolate(native, size=(13, 17), mode="bilinear", align_corners=False))
+    hr = fit.model.evaluate(image, fit.stats, 1 << 20)
+    assert relative_errors(native, layers.unproject(hr, fit.components, fit.mean))[0] <= 1e-15
+
+
+def test_view_bank_targets():
+    """A bank's targets are the PCA projection of the (LayerNormed) featurizer output on the jittered view."""
+    image = torch.randn(1, 3, 24, 24, dtype=torch.float64)
+    jit = Draws(0).jitter(5, 24, 3, 1.8, True)
+    feat = featurizer()
+    bank = ViewBank(image, jit, 3, lambda v: feat(v).double(), 3, 2, 2)
+    view4 = layers.apply_jitter(image, 3, jit, 4)
+    expected = layers.project(feat(view4), bank.components, bank.mean)
+    assert torch.allclose(bank(torch.tensor([4, 0]))[0], expected[0], rtol=0, atol=1e-14)
+    assert sorted(bank.cache) == [0, 1, 4]
+
+
+def test_draws_are_official_distributions():
+    d = Draws(0)
+    jit = d.jitter(4000, 24, 3, 1.8, True)
+    zoomed = jit.zoom > 1
+    assert 0.45 < zoomed.double().mean() < 0.55 and 0.45 < jit.flip.double().mean() < 0.55
+    assert jit.zoom.max() < 1.8 and torch.equal(jit.zoom.float().double(), jit.zoom)
+    assert (jit.x >= 0).all() and (jit.x <= ((30 * jit.zoom).floor() - 24)).all()
+    assert not d.jitter(100, 24, 3, 1.8, False).flip.any()
+    keep = d.patch_keep(0, 0, (50, 50, 4))
+    assert keep.dtype == torch.bool and 0.78 < keep.double().mean() < 0.82
+
+
+def test_batch_is_fitted_per_image():
+    image = torch.randn(2, 3, 24, 24)
+    feat = featurizer()(image)
+    both = tiny()(feat, image, featurizer=featurizer())
+    for b in range(2):
+        alone = tiny()(feat[b:b + 1], image[b:b + 1], featurizer=featurizer())
+        assert torch.equal(both[b:b + 1], alone)
+
+
+def test_fit_under_no_grad_and_resized_view():
+    """The fit enables gradients itself; a 30x20 image is fitted on its 24x24 view and the output
+    resized back; float16 in, float16 out."""
+    image = torch.randn(1, 3, 30, 20)
+    view = F.interpolate(image, size=(24, 24), mode="bilinear", align_corners=False)
+    feat = featurizer()(view)
+    reference = tiny()(feat, image, featurizer=featurizer())
+    assert reference.shape == (1, 6, 30, 20)
+    with torch.inference_mode():
+        assert torch.equal(tiny()(feat, image, featurizer=featurizer()), reference)
+    half = tiny()(feat.half(), image.half(), featurizer=featurizer())
+    assert half.dtype == torch.float16 and half.shape == (1, 6, 30, 20)
+
+
+def test_progress_bar(capsys):
+    image = torch.randn(1, 3, 24, 24)
+    feat = featurizer()(image)
+    quiet = tiny()(feat, image, featurizer=featurizer())
+    assert capsys.readouterr().err == ""
+    loud = tiny(progress=True)(feat, image, featurizer=featurizer())
+    assert "featup_implicit fit" in capsys.readouterr().err
+    assert torch.equal(quiet, loud)
+
+
+def test_registered_builder():
+    up = UPSAMPLERS.build("featup_implicit", steps=3, lr=0.01)
+    assert isinstance(up, FeatUpImplicit) and (up.steps, up.lr) == (3, 0.01) and up.requires_featurizer
+    assert (up.model_resolution, up.inner_batch, up.n_images, up.proj_dim, up.n_freqs, up.kernel_size,
+            up.max_pad, up.max_zoom, up.loss_weights) == (224, 10, 3000, 128, 30, 29, 30, 1.8, (0.001, 0.05, 0.1))
+    with pytest.raises(ValueError, match="pretrained"):
+        UPSAMPLERS.build("featup_implicit", pretrained="x")
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(steps=-1), "steps must be a non-negative int"),
+    (dict(steps=2.0), "steps must be a non-negative int"),
+    (dict(lr=0), "lr must be a positive finite number"),
+    (dict(lr=float("nan")), "lr must be a positive finite number"),
+    (dict(inner_batch=0), "inner_batch must be a positive int"),
+    (dict(n_images=True), "n_images must be a positive int"),
+    (dict(proj_dim=0), "proj_dim must be a positive int"),
+    (dict(color_feats=1), "color_feats must be True or False"),
+    (dict(max_zoom=0.5), "max_zoom must be >= 1"),
+    (dict(max_pad=24), r"max_pad \(24\) must be smaller than model_resolution"),
+    (dict(kernel_size=25), r"kernel_size \(25\) must be at most model_resolution"),
+    (dict(mag_weight=-1), "mag_weight must be a non-negative finite number"),
+    (dict(seed=-1), "seed must be a non-negative int"),
+    (dict(chunk_size=0), "chunk_size must be a positive int"),
+    (dict(progress="yes"), "progress must be True or False"),
+])
+def test_bad_options(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        tiny(**kwargs)
+
+
+def test_bad_call_arguments():
+    image = torch.randn(1, 3, 24, 24)
+    feat = featurizer()(image)
+    with pytest.raises(ValueError, match="pass featurizer="):
+        tiny()(feat, image)
+    with pytest.raises(ValueError, match=r"featurizer returned \(2, 6, 3, 3\) .* expected \[2, 6, 4, 4\]"):
+        tiny()(feat, image, featurizer=featurizer(grid=3))
+    with pytest.raises(ValueError, match=r"featurizer returned \(2, 5, 4, 4\) .* expected \[2, 6, 4, 4\]"):
+        tiny()(feat, image, featurizer=featurizer(channels=5))
+    with pytest.raises(ValueError, match="featurizer returned list"):
+        tiny()(feat, image, featurizer=lambda views: [views])
+    with pytest.raises(ValueError, match="kernel_size 9 gives 6 windows .* kernel sizes that fit: 1-8, 10-12, 15-16, 20"):
+        tiny()(featurizer(grid=5)(image), image, featurizer=featurizer(grid=5))
+    with pytest.raises(ValueError, match=r"proj_dim \(3\) must be at most the feature channels \(2\)"):
+        tiny()(featurizer(channels=2)(image), image, featurizer=featurizer(channels=2))
+    with pytest.raises(ValueError, match="features must be the square grid"):
+        tiny()(torch.randn(1, 6, 4, 5), image, featurizer=featurizer())
+    with pytest.raises(ValueError, match="features must be a 4-D tensor"):
+        tiny()(feat[0], image, featurizer=featurizer())
