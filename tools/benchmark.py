@@ -39,17 +39,18 @@ import torch
 PATCH = 14
 QK_DIM, HEADS = 128, 4  # AnyUp's released attention width and heads
 JBU_TAPS = 7 * 7  # FeatUp JBU kernel (radius 3)
-UPSAMPLERS = ("bilinear", "anyup", "featup_jbu", "featsharp", "jafar", "loftup", "naf", "attn_op", "jbu_op")
+UPSAMPLERS = ("bilinear", "anyup", "featup_jbu", "featsharp", "jafar", "loftup", "naf", "uplift", "attn_op", "jbu_op")
 ANYUP_BACKENDS = ("reference", "torch", "triton")
 JBU_OPS = ("adaptive_conv_unfold", "adaptive_conv")
 REFERENCE_VARIANT = {"anyup": "reference", "attn_op": "reference", "jbu_op": "adaptive_conv_unfold",
-                     "jafar": "dense", "loftup": "dense", "naf": "unchunked"}
+                     "jafar": "dense", "loftup": "dense", "naf": "unchunked", "uplift": "unchunked"}
 # Upsamplers whose attention is chunked, beside their unchunked (official-formula) path:
 # variant -> constructor arguments.
 CHUNKED_VARIANTS = {
     "jafar": {"dense": {"backend": "dense"}, "chunked": {}},
     "loftup": {"dense": {"dense": True}, "chunked": {}},
     "naf": {"unchunked": {"max_pixels_per_chunk": 2 ** 40}, "chunked": {}},
+    "uplift": {"unchunked": {"chunked": False}, "chunked": {}},
 }
 GIB = 2 ** 30
 MIB = 2 ** 20
@@ -135,7 +136,7 @@ def _build(case: Case, device: torch.device) -> Callable[[bool], torch.Tensor]:
     # are unaffected): that is the setting the fwd+bwd rows measure.
     kwargs = {"anyup": {"backend": case.variant, "checkpoint_encoders": True}, "featup_jbu": {"dim": c},
               "featsharp": {"dim": c, "model_resolution": f * PATCH, "patch_size": PATCH},
-              "jafar": {"v_dim": c}, "loftup": {"dim": c}}
+              "jafar": {"v_dim": c}, "loftup": {"dim": c}, "uplift": {"in_channels": c}}
     variant = CHUNKED_VARIANTS.get(case.name, {}).get(case.variant, {})
     model = anyup_dense.build_upsampler(case.name, **kwargs.get(case.name, {}), **variant).to(device)
     features = torch.randn(b, c, f, f, device=device)
