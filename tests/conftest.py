@@ -10,6 +10,7 @@ import pathlib
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
@@ -50,3 +51,18 @@ def synthetic_root(tmp_path_factory) -> pathlib.Path:
     """A tiny dataset of every mmseg layout the configs read (tools/make_synthetic_mmseg.py)."""
     make_synthetic = load_tool("make_synthetic_mmseg").make_synthetic
     return pathlib.Path(make_synthetic(str(tmp_path_factory.mktemp("mmseg_data")), num_train=4, num_val=2))
+
+
+class LargestTensor(TorchDispatchMode):
+    """Records in ``largest`` the most elements of any tensor an op returns (memory-bound tests)."""
+
+    def __init__(self):
+        super().__init__()
+        self.largest = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in out if isinstance(out, (tuple, list)) else (out,):
+            if isinstance(t, torch.Tensor):
+                self.largest = max(self.largest, t.numel())
+        return out

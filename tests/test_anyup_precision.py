@@ -3,10 +3,10 @@ layer's bounded memory."""
 import pytest
 import torch
 import torch.nn.functional as F
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from anyup_dense.upsamplers.anyup import AnyUp
 from anyup_dense.upsamplers.anyup_layers import FeatureAgnosticLayer
+from conftest import LargestTensor
 
 
 def mean_relative_error(ours: torch.Tensor, ref: torch.Tensor) -> float:
@@ -73,17 +73,6 @@ def test_lfu_channel_chunks_match_official_formula(max_elements):
         torch.testing.assert_close(ours, ref, rtol=1e-10, atol=1e-14)
 
 
-class _LargestTensor(TorchDispatchMode):
-    def __init__(self):
-        super().__init__()
-        self.largest = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        for t in out if isinstance(out, (tuple, list)) else (out,):
-            if isinstance(t, torch.Tensor):
-                self.largest = max(self.largest, t.numel())
-        return out
 
 
 def test_lfu_memory_is_bounded_by_the_chunk_in_both_passes():
@@ -91,7 +80,7 @@ def test_lfu_memory_is_bounded_by_the_chunk_in_both_passes():
     4,096-element budget no tensor in forward or backward exceeds 4,096 + padding."""
     layer = FeatureAgnosticLayer(16, 5, max_elements=4096)
     features = torch.randn(1, 64, 8, 8, requires_grad=True)
-    with _LargestTensor() as probe:
+    with LargestTensor() as probe:
         layer(features).sum().backward()
     assert probe.largest <= 4 * 16 * 12 * 12  # one chunk of 4 columns with its 2-pixel padding
     assert features.grad is not None and layer.basis.grad is not None

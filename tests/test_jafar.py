@@ -7,14 +7,13 @@ import sys
 import pytest
 import torch
 import torch.nn.functional as F
-from torch.utils._python_dispatch import TorchDispatchMode
 
 import anyup_dense.upsamplers.jafar  # noqa: F401  (registers "jafar")
 from anyup_dense import build_upsampler
 from anyup_dense.upsamplers.checkpoint import CheckpointMismatchError, CheckpointReadError
 from anyup_dense.upsamplers.jafar import JAFAR, RELEASES, OmegaConfStandIn
 from anyup_dense.upsamplers.jafar_layers import global_attention
-from conftest import FIXTURES, load_fixture, relative_errors
+from conftest import FIXTURES, load_fixture, relative_errors, LargestTensor
 
 CASES = sorted(p.name for p in FIXTURES.glob("jafar_*.pt"))
 CTOR_KEYS = ("input_dim", "qk_dim", "v_dim", "feature_dim", "kernel_size", "num_heads")
@@ -170,19 +169,6 @@ def test_model_gradients_chunked_equal_dense():
     assert chunked.rope.freqs.grad.abs().sum() > 0
 
 
-class _LargestTensor(TorchDispatchMode):
-    """Records the element count of the largest tensor any op produces."""
-
-    def __init__(self):
-        super().__init__()
-        self.largest = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        for t in out if isinstance(out, (tuple, list)) else (out,):
-            if isinstance(t, torch.Tensor):
-                self.largest = max(self.largest, t.numel())
-        return out
 
 
 def test_chunked_attention_memory_is_bounded_in_forward_and_backward():
@@ -191,10 +177,10 @@ def test_chunked_attention_memory_is_bounded_in_forward_and_backward():
     q = torch.randn(1, 2, 256, 16, requires_grad=True)
     k = torch.randn(1, 2, 64, 16, requires_grad=True)
     v = torch.randn(1, 3, 64, requires_grad=True)
-    with _LargestTensor() as probe:
+    with LargestTensor() as probe:
         global_attention(q, k, v, max_pixels_per_chunk=32).sum().backward()
     assert probe.largest == q.numel()
-    with _LargestTensor() as dense_probe:
+    with LargestTensor() as dense_probe:
         global_attention(q, k, v, dense=True).sum().backward()
     assert dense_probe.largest == 2 * 256 * 64
 

@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
-from torch.utils._python_dispatch import TorchDispatchMode
 
 import anyup_dense.upsamplers.uplift  # noqa: F401  (registers "uplift")
 from anyup_dense import build_upsampler
@@ -15,7 +14,7 @@ from anyup_dense.upsamplers.uplift import (RELEASES, UPLiFT, iterations_for, nea
                                            prescaled_size)
 from anyup_dense.upsamplers.uplift_layers import (OFFSETS, local_attention, local_attention_dense,
                                                   resize_antialiased, residual_auto)
-from conftest import FIXTURES, load_fixture, relative_errors
+from conftest import FIXTURES, load_fixture, relative_errors, LargestTensor
 
 CASES = sorted(p.name for p in FIXTURES.glob("uplift_*.pt"))
 CTOR_KEYS = ("in_channels", "patch_size", "iters", "encoder_hc", "decoder_hc")
@@ -223,19 +222,6 @@ def test_model_chunked_equals_unchunked_with_gradients(monkeypatch):
         assert (ours - ref).abs().max() <= 1e-12 * ref.abs().max()
 
 
-class LargestTensor(TorchDispatchMode):
-    """Records the most elements of any tensor an op creates."""
-
-    def __init__(self):
-        super().__init__()
-        self.largest = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        for tensor in out if isinstance(out, (tuple, list)) else (out,):
-            if isinstance(tensor, torch.Tensor):
-                self.largest = max(self.largest, tensor.numel())
-        return out
 
 
 def test_chunked_attention_never_builds_the_neighbour_product():

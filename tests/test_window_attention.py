@@ -8,10 +8,10 @@ import struct
 
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from anyup_dense.ops.window_attention import (dense_window_mask, window_attention, window_attention_reference,
                                               window_attention_torch, window_bounds)
+from conftest import LargestTensor
 
 # (B, heads, Ho, Wo, h, w, d, C, ratio)
 CASES = [
@@ -138,31 +138,18 @@ def test_torch_gradients_match_reference(case):
         assert _rel_err(got, expected) < 1e-12
 
 
-class _LargestTensor(TorchDispatchMode):
-    """Records the largest number of elements of any tensor an op returns."""
-
-    def __init__(self):
-        super().__init__()
-        self.largest = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        for t in out if isinstance(out, (tuple, list)) else (out,):
-            if isinstance(t, torch.Tensor):
-                self.largest = max(self.largest, t.numel())
-        return out
 
 
 def test_torch_backend_never_builds_dense_scores():
     b, nh, ho, wo, h, w, d, c = 1, 4, 64, 64, 48, 48, 8, 16
     q, k, v = _inputs(b, nh, ho, wo, h, w, d, c)
     dense = b * nh * ho * wo * h * w
-    with _LargestTensor() as ref_mode:
+    with LargestTensor() as ref_mode:
         window_attention_reference(q, k, v, 0.05)
     assert ref_mode.largest >= dense  # the recorder does see the dense logits
-    with _LargestTensor() as mode:
+    with LargestTensor() as mode:
         window_attention_torch(q, k, v, 0.05)
     assert mode.largest < dense // 2
-    with _LargestTensor() as chunked:
+    with LargestTensor() as chunked:
         window_attention_torch(q, k, v, 0.05, max_pixels_per_chunk=4 * wo)
     assert chunked.largest < dense // 16

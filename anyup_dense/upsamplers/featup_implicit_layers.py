@@ -22,6 +22,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from anyup_dense.upsamplers.channel_norm import ChannelNorm
+
 DROPOUT_P = 0.2
 SCALER_EPS = 1e-4
 SCALE_MIN = 1e-4
@@ -166,17 +168,6 @@ class FourierFeatures(nn.Module):
         feats = [torch.sin(args + self.biases[0].reshape(bias_shape)).flatten(1, 2),
                  torch.cos(args + self.biases[1].reshape(bias_shape)).flatten(1, 2)]
         return torch.cat(feats + [scaled] if self.color_feats else feats, dim=1)
-
-
-class ChannelNorm(nn.Module):
-    """LayerNorm over the channels of each pixel (eps 1e-5, affine), [B,C,H,W] -> same."""
-
-    def __init__(self, dim: int):
-        super().__init__()
-        self.norm = nn.LayerNorm(dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
 
 class ImplicitNet(nn.Sequential):

@@ -45,7 +45,8 @@ from anyup_dense.registry import UPSAMPLERS
 from anyup_dense.upsamplers.base import Upsampler
 from anyup_dense.upsamplers.checkpoint import (CheckpointMismatchError, hub_cache_path, is_url,
                                                load_checkpoint_file, load_state_dict_strict)
-from anyup_dense.upsamplers.loftup_layers import (CATransformer, ChannelNorm, ChannelsFirstLayerNorm,
+from anyup_dense.upsamplers.channel_norm import ChannelNorm
+from anyup_dense.upsamplers.loftup_layers import (CATransformer, ChannelsFirstLayerNorm,
                                                   FourierFeatures, MinMaxScaler, RunningStatsBatchNorm2d,
                                                   fourier_dtype)
 

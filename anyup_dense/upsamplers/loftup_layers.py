@@ -22,18 +22,6 @@ def fourier_dtype(device: torch.device) -> torch.dtype:
     return torch.float32 if device.type == "mps" else torch.float64
 
 
-class ChannelNorm(nn.Module):
-    """Official ``ChannelNorm``: ``nn.LayerNorm`` (eps 1e-5) over the channels of [B,C,H,W]."""
-
-    def __init__(self, dim: int):
-        super().__init__()
-        self.norm = nn.LayerNorm(dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """[B,C,H,W] -> [B,C,H,W]."""
-        return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
-
-
 class ChannelsFirstLayerNorm(nn.Module):
     """Official ``LayerNorm`` of the output head: per pixel over channels, biased variance,
     **eps 1e-6** (every other LayerNorm of LoftUp uses 1e-5)."""
