@@ -86,7 +86,11 @@ class TimmViT(nn.Module):
 
 
 def load_backbone_weights(model: nn.Module, path: str) -> None:
-    """Load a local timm-format checkpoint strictly (classifier-head keys are ignored)."""
+    """Load a local timm-format checkpoint strictly (classifier-head keys are ignored); a
+    checkpoint of another kind (e.g. an mmseg training checkpoint) is named in the error."""
+    # imported here: anyup_dense.upsamplers imports this module
+    from anyup_dense.upsamplers.checkpoint import load_state_dict_strict, read_checkpoint
+
     if not os.path.isfile(path):
         raise FileNotFoundError(f"backbone weights {path!r} do not exist")
     if path.endswith(".safetensors"):
@@ -94,13 +98,11 @@ def load_backbone_weights(model: nn.Module, path: str) -> None:
 
         state = load_file(path)
     else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = read_checkpoint(path, "backbone weights")
     for key in ("state_dict", "model"):
         if isinstance(state, dict) and key in state and isinstance(state[key], dict):
             state = state[key]
     state = {k: v for k, v in state.items() if not k.startswith("head.")}
-    from anyup_dense.upsamplers.checkpoint import load_state_dict_strict
-
     load_state_dict_strict(model, state, source=f"backbone weights {path!r}")
 
 

@@ -29,6 +29,7 @@ from anyup_dense.integrations.mmseg.backbone import MMSegTimmViT  # noqa: E402
 from anyup_dense.integrations.mmseg.datasets import (  # noqa: E402
     ADE20K151Dataset, COCOStuff27Dataset, NYUNormalsDataset)
 from anyup_dense.integrations.mmseg.depth_head import DepthProbeHead  # noqa: E402
+from anyup_dense.integrations.mmseg.lean_checkpoint import LeanCheckpointHook  # noqa: E402
 from anyup_dense.integrations.mmseg.linear_head import LinearProbeHead  # noqa: E402
 from anyup_dense.integrations.mmseg.depth_metric import AlignedDepthMetric  # noqa: E402
 from anyup_dense.integrations.mmseg.metrics import NormalMetric  # noqa: E402
@@ -39,11 +40,12 @@ from anyup_dense.integrations.mmseg.segmentors import (  # noqa: E402
     GuidedDepthEstimator, GuidedEncoderDecoder, GuidedNormalEstimator)
 from anyup_dense.integrations.mmseg.transforms import (  # noqa: E402
     LoadNormalAnnotation, PackNormalInputs, ResizeCenterCrop)
+from anyup_dense.integrations.mmseg.visualization import ProbeVisualizationHook, ProbeVisualizer  # noqa: E402
 
 __all__ = [
     "MMSegTimmViT", "UpsamplerNeck", "AnyUpNeck", "FeatUpNeck", "FeatSharpNeck", "BilinearNeck",
     "GuidedEncoderDecoder", "GuidedDepthEstimator", "GuidedNormalEstimator", "LinearProbeHead",
     "DepthProbeHead", "NormalProbeHead", "AngularLoss", "NormalMetric", "AlignedDepthMetric", "ADE20K151Dataset",
     "COCOStuff27Dataset", "NYUNormalsDataset", "ResizeCenterCrop", "LoadNormalAnnotation",
-    "PackNormalInputs",
+    "PackNormalInputs", "ProbeVisualizationHook", "ProbeVisualizer", "LeanCheckpointHook",
 ]

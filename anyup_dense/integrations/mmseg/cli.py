@@ -4,11 +4,12 @@ import contextlib
 import os
 import os.path as osp
 import pickle
+from typing import List
 
 import numpy as np
 import torch
 from mmengine.config import Config, DictAction
-from mmengine.logging import HistoryBuffer
+from mmengine.logging import HistoryBuffer, print_log
 from mmengine.runner import Runner
 
 
@@ -102,3 +103,50 @@ class TrustedCheckpointRunner(Runner):
     def resume(self, filename: str, *args, **kwargs):
         with trusted_checkpoint_loading(filename):
             return super().resume(filename, *args, **kwargs)
+
+
+# model parts whose pretrained= is loaded when they are built, and the state_dict prefix of those weights
+WEIGHTED_PARTS = {"backbone": "backbone.", "neck": "neck.upsampler."}
+
+
+def checkpoint_state_keys(filename: str) -> set:
+    """The state_dict keys of an mmengine checkpoint (or a bare state_dict), read memory-mapped
+    with :func:`trusted_checkpoint_loading`: no tensor data is read."""
+    with trusted_checkpoint_loading(filename):
+        checkpoint = torch.load(filename, map_location="cpu", weights_only=True, mmap=True)
+    return set(checkpoint.get("state_dict", checkpoint))
+
+
+def pretrained_entries(model_cfg) -> List[tuple]:
+    """``(config key, dict holding it, state_dict prefix of its weights)`` for each set
+    ``pretrained=`` of the backbone, the neck and a neck's ``upsampler=dict(...)``."""
+    entries = []
+    for part, prefix in WEIGHTED_PARTS.items():
+        node = model_cfg.get(part)
+        if not isinstance(node, dict):
+            continue
+        for key, holder in ((f"model.{part}", node), (f"model.{part}.upsampler", node.get("upsampler"))):
+            if isinstance(holder, dict) and holder.get("pretrained") not in (None, False):
+                entries.append((f"{key}.pretrained", holder, prefix))
+    return entries
+
+
+def use_checkpoint_weights(cfg: Config, filename: str) -> List[str]:
+    """Set ``pretrained=None`` for each model part whose weights ``filename`` holds (its
+    ``backbone.*`` / ``neck.upsampler.*`` keys), so that building the model downloads nothing:
+    the Runner then loads them from the checkpoint. Parts the checkpoint lacks (a lean
+    checkpoint's, ``LeanCheckpointHook``) keep their ``pretrained=``. Returns (and logs) one
+    line per change."""
+    entries = pretrained_entries(cfg.model)
+    if not entries or not osp.isfile(filename):  # e.g. a URL: mmengine fetches it, keys unknown beforehand
+        return []
+    keys = checkpoint_state_keys(filename)
+    changes = []
+    for key, holder, prefix in entries:
+        if any(k.startswith(prefix) for k in keys):
+            changes.append(f"{key}={holder['pretrained']!r} -> None: the {prefix}* weights are loaded from "
+                           f"{filename}")
+            holder["pretrained"] = None
+    for line in changes:
+        print_log(line, logger="current")
+    return changes

@@ -1,7 +1,10 @@
 """``NormalMetric``: angular error of predicted surface normals (Probe3D protocol)."""
 import math
-from typing import Dict, Sequence
+import os
+import os.path as osp
+from typing import Dict, Optional, Sequence
 
+import mmcv
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -9,6 +12,7 @@ from mmengine.evaluator import BaseMetric
 from mmseg.registry import METRICS
 
 from anyup_dense.integrations.mmseg.normal_head import valid_normals
+from anyup_dense.integrations.mmseg.transforms import normals_image
 
 THRESHOLDS = (11.25, 22.5, 30.0)
 
@@ -27,14 +31,25 @@ class NormalMetric(BaseMetric):
     ``a30`` of pixels under those angles (0-1, as in AnyUp Tab. 3).
 
     Reads ``pred_normal_map`` and ``gt_normal_map`` ([3,H,W]) of each data sample; images
-    without a valid pixel are skipped.
+    without a valid pixel are skipped. ``output_dir``: also write each prediction there as
+    ``<image name>.png`` in the dataset's encoding (RGB ``(n + 1) * 127.5``), as mmseg's
+    metrics do with ``tools/test.py --out``.
     """
 
     default_prefix = "normal"
 
+    def __init__(self, output_dir: Optional[str] = None, **kwargs):
+        super().__init__(**kwargs)
+        self.output_dir = output_dir
+        if output_dir is not None:
+            os.makedirs(output_dir, exist_ok=True)
+
     def process(self, data_batch, data_samples: Sequence[dict]) -> None:
         for sample in data_samples:
             pred = sample["pred_normal_map"]["data"].float()
+            if self.output_dir is not None:
+                name = osp.splitext(osp.basename(sample["img_path"]))[0]
+                mmcv.imwrite(mmcv.rgb2bgr(normals_image(pred)), osp.join(self.output_dir, f"{name}.png"))
             gt = sample["gt_normal_map"]["data"].to(pred.device).float()
             errors = angular_errors(pred, gt)
             if errors.numel() == 0:

@@ -76,6 +76,7 @@ class UpsamplerNeck(BaseModule):
             raise ValueError(f"out_strides must be positive ints, got {out_strides!r}")
         name, kwargs = _split_upsampler_cfg(upsampler, upsampler_kwargs)
         self.upsampler_name = name
+        self.pretrained = kwargs.get("pretrained")  # the upsampler's weights source, as given
         self.upsampler = build_upsampler(name, **kwargs)
         if max_pixels_per_chunk is not None:
             if not hasattr(self.upsampler, "max_pixels_per_chunk"):

@@ -5,7 +5,8 @@ which every path (loss, whole and slide inference, TTA) goes through, so each cr
 sliding window gets its own crop as guidance. A neck asks by ``requires_image = True``; any
 other neck is called exactly as in the stock segmentor. At build time they hand the data
 preprocessor's normalisation to a neck that takes it (``adopt_preprocessor_norm``), so the
-upsampler's guidance is ImageNet-normalised RGB whatever the preprocessor's values.
+upsampler's guidance is ImageNet-normalised RGB whatever the preprocessor's values, and
+refuse heads that do not match the neck and input sizes the backbone refuses (``build_checks``).
 """
 from typing import List, Optional, Sequence
 
@@ -15,6 +16,7 @@ from mmengine.structures import PixelData
 from mmseg.models.segmentors import DepthEstimator, EncoderDecoder
 from mmseg.registry import MODELS
 
+from anyup_dense.integrations.mmseg.build_checks import check_head_channels, check_patch_multiples
 from anyup_dense.integrations.mmseg.guidance import preprocessor_norm
 
 
@@ -28,7 +30,10 @@ def guided_neck(neck: nn.Module, maps: Sequence[torch.Tensor], image: torch.Tens
 
 def connect_guided_neck(segmentor: nn.Module) -> None:
     """Build-time set-up of a Guided* segmentor's neck: its image normalisation from the
-    segmentor's data preprocessor (when both support it)."""
+    segmentor's data preprocessor (when both support it); then the build-time checks of
+    heads against the neck and of input sizes against the patch (``build_checks``)."""
+    check_head_channels(segmentor)
+    check_patch_multiples(segmentor)
     neck = getattr(segmentor, "neck", None)
     norm = preprocessor_norm(segmentor.data_preprocessor)
     if neck is not None and norm is not None and hasattr(neck, "adopt_preprocessor_norm"):

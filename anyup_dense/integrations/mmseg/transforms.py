@@ -60,6 +60,13 @@ def encode_normals(normals: np.ndarray, valid: np.ndarray) -> np.ndarray:
     return rgb
 
 
+def normals_image(normals: torch.Tensor) -> np.ndarray:
+    """[3,H,W] normals (a prediction or ground truth) -> RGB [H,W,3] uint8 as the dataset stores
+    them (:func:`encode_normals`; all-zero vectors are invalid)."""
+    array = normals.detach().float().cpu().numpy().transpose(1, 2, 0)
+    return encode_normals(array, np.abs(array).sum(axis=-1) > 0)
+
+
 def decode_normals(rgb: np.ndarray) -> np.ndarray:
     """uint8 RGB [H,W,3] -> float32 [H,W,3] in [-1,1]; all-zero (invalid) pixels -> 0 vectors."""
     normals = rgb.astype(np.float32) / 127.5 - 1.0

@@ -16,5 +16,8 @@ default_hooks = dict(
     param_scheduler=dict(type='ParamSchedulerHook'),
     checkpoint=dict(type='CheckpointHook', by_epoch=True, interval=5),
     sampler_seed=dict(type='DistSamplerSeedHook'),
-    visualization=dict(type='SegVisualizationHook'))
+    visualization=dict(type='ProbeVisualizationHook'))
 log_processor = dict(by_epoch=True)
+# Lean checkpoints: the frozen backbone and upsampler are rebuilt from their release on load,
+# not saved again (anyup_dense/integrations/mmseg/lean_checkpoint.py).
+custom_hooks = [dict(type='LeanCheckpointHook')]
