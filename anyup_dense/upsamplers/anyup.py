@@ -19,13 +19,13 @@ from typing import Optional, Tuple, Union
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.utils.checkpoint import checkpoint
 
 from anyup_dense.ops.window_attention import check_chunk_size, check_window_ratio, window_attention
 from anyup_dense.registry import UPSAMPLERS
 from anyup_dense.upsamplers.anyup_layers import FeatureAgnosticLayer, PositionalModulation, ResBlock
 from anyup_dense.upsamplers.base import Upsampler, keep_as_buffers
 from anyup_dense.upsamplers.precision import forward_in_float32
+from anyup_dense.upsamplers.recompute import recompute_in_backward
 from anyup_dense.upsamplers.checkpoint import load_checkpoint_file, load_state_dict_strict
 
 RELEASES = {
@@ -149,12 +149,7 @@ class AnyUp(Upsampler):
 
     def _encode(self, encoder, *inputs) -> torch.Tensor:
         """``encoder(*inputs)``, recomputed in backward when ``checkpoint_encoders`` is set."""
-        records_graph = torch.is_grad_enabled() and (
-            any(isinstance(x, torch.Tensor) and x.requires_grad for x in inputs)
-            or any(p.requires_grad for p in self.parameters()))
-        if self.checkpoint_encoders and records_graph:
-            return checkpoint(encoder, *inputs, use_reentrant=False)
-        return encoder(*inputs)
+        return recompute_in_backward(encoder, *inputs, module=self, enabled=self.checkpoint_encoders)
 
     def upsample(self, features: torch.Tensor, image: torch.Tensor, output_size: Tuple[int, int]) -> torch.Tensor:
         image_code = self._encode(self.encode_image, image)

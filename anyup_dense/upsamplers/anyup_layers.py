@@ -11,9 +11,9 @@
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.utils.checkpoint import checkpoint
 
 from anyup_dense.ops.window_attention import DEFAULT_CHUNK_ELEMENTS
+from anyup_dense.upsamplers.recompute import recompute_in_backward
 
 GROUPS = 8
 
@@ -70,10 +70,7 @@ class FeatureAgnosticLayer(nn.Module):
         total = 0
         for start in range(0, c, step):
             columns = torch.arange(start, min(c, start + step), device=features.device)
-            if torch.is_grad_enabled() and (padded.requires_grad or self.basis.requires_grad):
-                total = total + checkpoint(self._column_sum, padded, taps, columns, c, use_reentrant=False)
-            else:
-                total = total + self._column_sum(padded, taps, columns, c)
+            total = total + recompute_in_backward(self._column_sum, padded, taps, columns, c, module=self)
         return total / c
 
     def _column_sum(self, padded: torch.Tensor, taps: torch.Tensor, columns: torch.Tensor,

@@ -30,6 +30,7 @@ from anyup_dense.upsamplers.anyup_layers import PositionalModulation
 from anyup_dense.upsamplers.base import Upsampler, keep_as_buffers
 from anyup_dense.upsamplers.checkpoint import load_checkpoint_file, load_state_dict_strict
 from anyup_dense.upsamplers.jafar_layers import GROUPS, SFT, check_chunk_option, encoder, global_attention
+from anyup_dense.upsamplers.recompute import recompute_in_backward
 
 _RELEASE_URL = "https://github.com/PaulCouairon/JAFAR/releases/download/Weights/{}.pth"
 # One checkpoint per backbone (timm name); the first is the default (pretrained=True).
@@ -156,6 +157,8 @@ class JAFAR(Upsampler):
             forward and backward, so memory is bounded by the chunk; ``"dense"``: the
             official formula in one piece (logits [B, heads, Ho*Wo, h*w]), for comparison.
         max_pixels_per_chunk: output pixels per chunk (``None``: about 2**22 logits per chunk).
+        checkpoint_encoders: when training through JAFAR, recompute the full-resolution
+            encoders in the backward pass instead of storing their activations (same gradients).
         check_finite: reject NaN/Inf inputs.
     """
 
@@ -163,7 +166,8 @@ class JAFAR(Upsampler):
 
     def __init__(self, input_dim: int = 3, qk_dim: int = 128, v_dim: int = 384, feature_dim: Optional[int] = None,
                  kernel_size: int = 1, num_heads: int = 4, backend: str = "chunked",
-                 max_pixels_per_chunk: Optional[int] = None, check_finite: bool = False):
+                 max_pixels_per_chunk: Optional[int] = None, checkpoint_encoders: bool = False,
+                 check_finite: bool = False):
         super().__init__(check_finite=check_finite)
         _check_config(qk_dim, num_heads, kernel_size, backend)
         check_chunk_option(max_pixels_per_chunk)
@@ -173,6 +177,7 @@ class JAFAR(Upsampler):
         self.kernel_size = kernel_size
         self.backend = backend
         self.max_pixels_per_chunk = max_pixels_per_chunk
+        self.checkpoint_encoders = checkpoint_encoders
         self.image_encoder = encoder(input_dim, qk_dim, kernel_size)
         self.key_encoder = encoder(qk_dim, qk_dim)
         self.query_encoder = encoder(qk_dim, qk_dim)
@@ -200,13 +205,17 @@ class JAFAR(Upsampler):
         pooled = F.adaptive_avg_pool2d(self.key_encoder(image_code), features.shape[-2:])
         return self.sft_key(pooled, self.key_features_encoder(F.normalize(features, dim=1)))
 
+    def _encode(self, encoder, *inputs) -> torch.Tensor:
+        """``encoder(*inputs)``, recomputed in backward when ``checkpoint_encoders`` is set."""
+        return recompute_in_backward(encoder, *inputs, module=self, enabled=self.checkpoint_encoders)
+
     def upsample(self, features: torch.Tensor, image: torch.Tensor, output_size: Tuple[int, int]) -> torch.Tensor:
         if min(image.shape[-2:]) <= self.kernel_size // 2:
             raise ValueError(f"image ({image.shape[2]}x{image.shape[3]}) must be larger than kernel_size // 2 = "
                              f"{self.kernel_size // 2} in both dimensions (reflect padding)")
-        image_code = self.encode_image(image)
-        queries = self.encode_queries(image_code, output_size)
-        keys = self.encode_keys(image_code, features)
+        image_code = self._encode(self.encode_image, image)
+        queries = self._encode(self.encode_queries, image_code, output_size)
+        keys = self._encode(self.encode_keys, image_code, features)
         del image_code
         return self.cross_decode.cross_attn(queries, keys, features, max_pixels_per_chunk=self.max_pixels_per_chunk,
                                             dense=self.backend == "dense")
