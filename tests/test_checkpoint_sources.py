@@ -206,3 +206,15 @@ def test_sources_that_name_no_file(source):
         load_checkpoint_file(source, RELEASES)
     with pytest.raises(ValueError, match="pretrained=True: there is no default release"):
         load_checkpoint_file(True, {})
+
+
+@pytest.mark.parametrize("variable", ["ANYUP_DENSE_OFFLINE", "HF_HUB_OFFLINE"])
+def test_offline_mode_fails_at_once_naming_the_url(variable, tmp_path, monkeypatch):
+    """No connection is attempted (the port is closed anyway); the message names the URL, the
+    variable and the cache path to copy the file to."""
+    monkeypatch.setenv(variable, "1")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    url = "http://127.0.0.1:9/anyup_paper.pth"
+    with pytest.raises(OSError, match=rf"could not download {url} \(offline mode: .*{variable}.*copy it to "
+                                      rf".*anyup_paper.pth"):
+        build_upsampler("anyup", pretrained=url)

@@ -37,6 +37,7 @@ Source = Union[bool, str, os.PathLike]
 
 DEFAULT_DOWNLOAD_TIMEOUT = 60.0
 DOWNLOAD_TIMEOUT_ENV = "ANYUP_DENSE_DOWNLOAD_TIMEOUT"
+OFFLINE_ENVS = ("ANYUP_DENSE_OFFLINE", "HF_HUB_OFFLINE")
 _CHUNK = 1 << 16
 
 
@@ -148,8 +149,13 @@ def download(url: str, path: str, progress: bool = True) -> None:
     scheme), waiting at most :func:`download_timeout` seconds on each network operation.
 
     Any failure raises :class:`CheckpointDownloadError` naming ``url`` and the offline remedies,
-    and leaves nothing at ``path``.
+    and leaves nothing at ``path``. In offline mode (``HF_HUB_OFFLINE=1``, which
+    ``tools/train.py --offline`` sets, or ``ANYUP_DENSE_OFFLINE=1``) it raises at once.
     """
+    if any(os.environ.get(name, "").lower() in ("1", "true", "yes", "on") for name in OFFLINE_ENVS):
+        raise CheckpointDownloadError(f"could not download {url} (offline mode: {' or '.join(OFFLINE_ENVS)} is set). "
+                                      f"To load the weights offline, fetch the file elsewhere and pass its path as "
+                                      f"pretrained=, or copy it to {path}")
     timeout = download_timeout()
     os.makedirs(os.path.dirname(path), exist_ok=True)
     partial = f"{path}.{uuid.uuid4().hex}.partial"
