@@ -12,7 +12,7 @@ import anyup_dense.upsamplers.featup_implicit  # noqa: F401  (registers the buil
 from anyup_dense.registry import UPSAMPLERS
 from anyup_dense.upsamplers import featup_implicit_layers as layers
 from anyup_dense.upsamplers.featup_implicit import Draws, FeatUpImplicit, ViewBank, fit_model
-from conftest import FIXTURES, load_fixture, relative_errors
+from conftest import FIXTURES, LargestTensor, load_fixture, relative_errors
 
 CASES = sorted(p.name for p in FIXTURES.glob("featup_implicit_*.pt"))
 SMALL_CHUNK = 700  # splits every fixture's MLP into several row chunks and its downsampler into row bands
@@ -344,3 +344,35 @@ def test_bad_call_arguments():
         tiny()(torch.randn(1, 6, 4, 5), image, featurizer=featurizer())
     with pytest.raises(ValueError, match="features must be a 4-D tensor"):
         tiny()(feat[0], image, featurizer=featurizer())
+
+
+def test_chunked_mask_draws_equal_one_draw(monkeypatch):
+    """Large keep masks are drawn DRAW_CHUNK uniforms at a time (a multiple of 16) with the same numbers
+    as one whole draw, also when the mask size is not a multiple of 16 (bitwise)."""
+    fi = anyup_dense.upsamplers.featup_implicit
+    monkeypatch.setattr(fi, "DRAW_CHUNK", 32)
+    shape = (3, 5, 7, 3)  # 315 elements: 9 full chunks and a remainder of 27
+    draws = fi.Draws(5)
+    patch, logit = draws.patch_keep(0, 0, shape), draws.logit_keep(0, 0, shape)
+    g = torch.Generator().manual_seed(5)
+    assert torch.equal(patch, torch.rand(shape, generator=g) >= fi.DROPOUT_P)
+    assert torch.equal(logit, torch.rand(shape, generator=g) > fi.DROPOUT_P)
+
+
+def test_fit_step_has_no_tensor_larger_than_one_full_map():
+    """Memory bound of a fit step: with a small chunk_size no tensor exceeds one [1,P+1,R,R] map (before
+    the per-band jitter / blur, the reflect-padded blurred view held (P+1)*(R+4)*R elements and the
+    whole-map cat another copy); the bands themselves stay far below it."""
+    r, p, f, k = 32, 8, 4, 8  # the patch mask f*f*k*k*(P+1) is exactly one map
+    proj = torch.randn(16, 3, 1, 1, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+
+    def featurizer(x):
+        return F.conv2d(F.adaptive_avg_pool2d(x, f), proj)
+
+    up = FeatUpImplicit(model_resolution=r, kernel_size=k, steps=1, n_images=4, pca_batch=2, proj_dim=p, n_freqs=2,
+                        max_pad=4, chunk_size=2000, featurize_batch=2)
+    image = torch.randn(1, 3, r, r, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    up.fit(image, featurizer)  # warm-up outside the mode (lazy imports)
+    with LargestTensor() as mode:
+        up.fit(image, featurizer)
+    assert mode.largest <= (p + 1) * r * r

@@ -50,6 +50,7 @@ from anyup_dense.upsamplers.featup_implicit_layers import (DROPOUT_P, FeatUpImpl
 Featurizer = Callable[[torch.Tensor], torch.Tensor]
 StepCallback = Callable[[int, Terms, FeatUpImplicitModel], None]
 CHUNK_SIZE = 1 << 23
+DRAW_CHUNK = 1 << 20  # uniforms per draw of a large mask: a multiple of 16, so on CPU the pieces equal one draw
 
 
 class Draws:
@@ -81,13 +82,27 @@ class Draws:
         """``count`` view indices (int64, with replacement) in [0, n_images)."""
         return torch.randint(n_images, (count,), generator=self.generator, device=self.device).cpu()
 
+    def _keep(self, shape: Sequence[int], strict: bool) -> torch.Tensor:
+        """``rand(shape) > p`` (``strict``) or ``>= p`` as a bool mask. On CPU the uniforms are drawn
+        ``DRAW_CHUNK`` at a time (same numbers, a quarter of the memory of one float32 draw per mask
+        element at most ``DRAW_CHUNK`` floats); CUDA's Philox draws are not split-invariant, so whole."""
+        if self.device.type != "cpu":
+            u = self._uniform(*shape)
+            return u > self.p if strict else u >= self.p
+        keep = torch.empty(shape, dtype=torch.bool)
+        flat = keep.view(-1)
+        for first in range(0, flat.numel(), DRAW_CHUNK):
+            u = self._uniform(min(DRAW_CHUNK, flat.numel() - first))
+            flat[first:first + u.numel()] = u > self.p if strict else u >= self.p
+        return keep
+
     def patch_keep(self, step: int, view: int, shape: Sequence[int]) -> torch.Tensor:
         """Dropout keep mask [f,f,k*k,P+1] on the downsampler's logit inputs for batch element ``view``."""
-        return self._uniform(*shape) >= self.p
+        return self._keep(shape, strict=False)
 
     def logit_keep(self, step: int, view: int, shape: Sequence[int]) -> torch.Tensor:
         """The official ``rand > 0.2`` logit mask [f,f,1] for batch element ``view``."""
-        return self._uniform(*shape) > self.p
+        return self._keep(shape, strict=True)
 
 
 @dataclass
@@ -347,7 +362,7 @@ class FeatUpImplicit(Upsampler):
         for b, fit in enumerate(fits):
             hr = fit.model.evaluate(views[b:b + 1], fit.stats, self.chunk_size)
             outs.append(unproject(hr, fit.components, fit.mean))
-        out = torch.cat(outs)
+        out = torch.cat(outs) if len(outs) > 1 else outs[0]  # no copy of a lone [1,D,R,R] result
         if tuple(out.shape[-2:]) != size:
             out = F.interpolate(out, size=size, mode="bilinear", align_corners=False)
         return out

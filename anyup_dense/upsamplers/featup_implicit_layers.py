@@ -10,8 +10,10 @@ Memory is bounded by chunking, with the same result as the whole-image computati
   * the per-pixel network is evaluated ``chunk_size`` elements at a time (whole image rows): a
     no-grad pass gives ``hr``; the loss is back-propagated to ``hr`` and then, chunk by chunk, the
     network is re-evaluated with gradients and back-propagated with its slice of ``hr.grad``;
-  * each jittered view goes through the downsampler on its own, in chunks of output rows, each chunk's
-    loss back-propagated to the blurred view and from there in one pass to ``hr``;
+  * each jittered view goes through the downsampler on its own, in bands of output rows: a band jitters
+    and blurs only the rows its windows read, from the slab of ``hr`` rows those gather, and its loss is
+    back-propagated to that slab (added into one gradient map), so no whole jittered view exists;
+  * the blur-pin term and the magnitude's backward run in bands of rows too;
   * the jitter (reflect pad, bilinear zoom, crop, flip) is a gather of the rows and columns it needs,
     so neither the padded nor the zoomed map is materialised.
 """
@@ -77,18 +79,36 @@ def blur5(x: torch.Tensor) -> torch.Tensor:
     """kornia's ``gaussian_blur2d(x, 5, (1, 1))``: separable 5-tap Gaussian (sigma 1, taps
     exp(-n^2/2) / sum, n = -2..2), reflect border, horizontal pass first. [B,C,H,W] -> same.
     (Weighted sums of shifted slices, in place: depthwise 1x5 convolutions are slow on CPU.)"""
+    return _blur_rows(F.pad(_blur_columns(x), (0, 0, 2, 2), mode="reflect"))
+
+
+def _blur_taps():
     taps = [math.exp(-n * n / 2) for n in range(-2, 3)]
-    taps = [t / sum(taps) for t in taps]
-    h, w = x.shape[-2:]
+    return [t / sum(taps) for t in taps]
+
+
+def _blur_columns(x: torch.Tensor) -> torch.Tensor:
+    """blur5's horizontal pass (reflect border): [B,C,H,W] -> same."""
+    taps, w = _blur_taps(), x.shape[-1]
     x = F.pad(x, (2, 2, 0, 0), mode="reflect")
     out = x[..., :w] * taps[0]
     for i in range(1, 5):
         out.add_(x[..., i:i + w], alpha=taps[i])  # in place: one buffer per pass
-    x = F.pad(out, (0, 0, 2, 2), mode="reflect")
+    return out
+
+
+def _blur_rows(x: torch.Tensor) -> torch.Tensor:
+    """blur5's vertical pass over rows that already hold the 2-row borders: [B,C,r+4,W] -> [B,C,r,W]."""
+    taps, h = _blur_taps(), x.shape[-2] - 4
     out = x[..., :h, :] * taps[0]
     for i in range(1, 5):
         out.add_(x[..., i:i + h, :], alpha=taps[i])
     return out
+
+
+def _reflect(index: torch.Tensor, size: int) -> torch.Tensor:
+    """Reflect-border indices (no edge repeat) into [0, size)."""
+    return torch.where(index < 0, -index, torch.where(index > size - 1, 2 * (size - 1) - index, index))
 
 
 def magnitude(x: torch.Tensor) -> torch.Tensor:
@@ -101,12 +121,16 @@ def total_variation(x: torch.Tensor) -> torch.Tensor:
     return ((x[:, :, 1:] - x[:, :, :-1]).square().sum() + (x[..., 1:] - x[..., :-1]).square().sum()) / x.numel()
 
 
-def _jitter_axis(size: int, pad: int, offset: int, zoom: float, dtype, device):
+def _jitter_axis(size: int, pad: int, offset: int, zoom: float, dtype, device,
+                 positions: Optional[torch.Tensor] = None):
     """For one axis of the view: the two source indices into the *unpadded* map and the weight of the
     second, per output position (reflect pad by ``pad``; bilinear zoom, align_corners=False, source
-    coordinate from the given factor, ``(d + 0.5) / zoom - 0.5`` clamped at 0; crop at ``offset``)."""
+    coordinate from the given factor, ``(d + 0.5) / zoom - 0.5`` clamped at 0; crop at ``offset``).
+    ``positions``: int64 positions of the view along the axis to compute (default: all ``size``)."""
     padded = size + 2 * pad
-    dst = torch.arange(offset, offset + size, dtype=torch.float64, device=device)
+    if positions is None:
+        positions = torch.arange(size, device=device)
+    dst = (positions + offset).to(torch.float64)
     if zoom > 1:
         src = ((dst + 0.5) / zoom - 0.5).clamp_min(0)
         if int(padded * zoom) < offset + size:
@@ -118,13 +142,8 @@ def _jitter_axis(size: int, pad: int, offset: int, zoom: float, dtype, device):
         if padded < offset + size:
             raise ValueError(f"jitter crop at {offset} of {size} exceeds the padded size {padded}")
         first = second = dst.long()
-        weight = torch.zeros(size, dtype=dtype, device=device)
-
-    def unpad(index):
-        index = index - pad
-        return torch.where(index < 0, -index, torch.where(index > size - 1, 2 * (size - 1) - index, index))
-
-    return unpad(first), unpad(second), weight
+        weight = torch.zeros(len(dst), dtype=dtype, device=device)
+    return _reflect(first - pad, size), _reflect(second - pad, size), weight
 
 
 def apply_jitter(x: torch.Tensor, max_pad: int, jitter: Jitter, view: int) -> torch.Tensor:
@@ -134,11 +153,16 @@ def apply_jitter(x: torch.Tensor, max_pad: int, jitter: Jitter, view: int) -> to
     zoom = float(jitter.zoom[view])
     rows = _jitter_axis(h, max_pad, int(jitter.x[view]), zoom, x.dtype, x.device)
     cols = _jitter_axis(w, max_pad, int(jitter.y[view]), zoom, x.dtype, x.device)
+    return _gather(x, rows, cols, bool(jitter.flip[view]))
+
+
+def _gather(x: torch.Tensor, rows, cols, flip: bool) -> torch.Tensor:
+    """Bilinear gather of :func:`_jitter_axis` rows and columns of ``x`` [B,C,H,W], then the flip."""
     first = x.index_select(2, rows[0])
     x = first + (x.index_select(2, rows[1]) - first) * rows[2].view(-1, 1)
     first = x.index_select(3, cols[0])
     x = first + (x.index_select(3, cols[1]) - first) * cols[2]
-    return x.flip(-1) if bool(jitter.flip[view]) else x
+    return x.flip(-1) if flip else x
 
 
 class FourierFeatures(nn.Module):
@@ -211,15 +235,16 @@ class AttentionDownsampler(nn.Module):
         return (size - self.kernel_size) // (self.final_size - 1)
 
     def forward(self, blurred: torch.Tensor, patch_keep: Optional[torch.Tensor], logit_keep: torch.Tensor,
-                rows: slice = slice(None)) -> torch.Tensor:
-        """Output rows ``rows`` (of f) from the blurred map [1,C,H,W] -> [1,C,r,f].
+                rows: slice = slice(None), top: int = 0) -> torch.Tensor:
+        """Output rows ``rows`` (of f) from the blurred map [1,C,H,W] -> [1,C,r,f]; ``blurred`` may hold
+        only the map's rows from ``top`` on (at least those the windows of ``rows`` read).
 
         ``patch_keep`` [r,f,k*k,C] bool: dropout on the logit inputs only (None: eval); ``logit_keep``
         [r,f,1] bool multiplies the logits (official: applied in eval too)."""
         k, f = self.kernel_size, self.final_size
         stride = self.stride(blurred.shape[-1])
         first, stop, _ = rows.indices(f)
-        band = blurred[:, :, first * stride:(stop - 1) * stride + k]
+        band = blurred[:, :, first * stride - top:(stop - 1) * stride + k - top]
         channels = band.shape[1]
         patches = F.unfold(band, k, stride=stride).view(channels, k * k, stop - first, f).permute(2, 3, 1, 0)
         logits = self.attention_net[1](channel_dropout(patches, patch_keep)).squeeze(-1)  # [r, f, k*k]
@@ -267,29 +292,40 @@ def _leaf(x: torch.Tensor) -> torch.Tensor:
     return x.detach().requires_grad_(True)
 
 
-def view_terms_backward(model: FeatUpImplicitModel, hr_both: torch.Tensor, target: torch.Tensor, jitter: Jitter,
-                        view: int, max_pad: int, patch_keep: Optional[torch.Tensor], logit_keep: torch.Tensor,
-                        weights: Tuple[float, float], chunk_size: int) -> Tuple[torch.Tensor, torch.Tensor]:
+def view_terms_backward(model: FeatUpImplicitModel, hr_both: torch.Tensor, hr_both_grad: torch.Tensor,
+                        target: torch.Tensor, jitter: Jitter, view: int, max_pad: int,
+                        patch_keep: Optional[torch.Tensor], logit_keep: torch.Tensor, weights: Tuple[float, float],
+                        chunk_size: int) -> Tuple[torch.Tensor, torch.Tensor]:
     """One jittered view's share of the reconstruction and magnitude terms, back-propagated.
 
-    ``hr_both`` [1,P+1,H,W] (requires grad; magnitude first), ``target`` [1,P,f,f]; ``weights``: the
-    factors (1 / (B*P*f*f), mag_weight / (B*f*f)) that turn this view's sums into its part of the loss.
+    ``hr_both`` [1,P+1,H,W] (magnitude first; no autograd), its gradient accumulator ``hr_both_grad``
+    (same shape, added to in place), ``target`` [1,P,f,f]; ``weights``: the factors
+    (1 / (B*P*f*f), mag_weight / (B*f*f)) that turn this view's sums into its part of the loss.
+    The view is made band by band of output rows: the blurred rows a band's windows read, from the
+    jittered rows around them (reflect border), from the slab of ``hr_both`` rows those gather.
     Returns this view's (sum of rec elements, sum of squared magnitude errors), detached."""
-    blurred = blur5(apply_jitter(hr_both, max_pad, jitter, view))
-    leaf = _leaf(blurred)
-    f = model.downsampler.final_size
-    band_rows = _rows_per_chunk(chunk_size, f * model.downsampler.kernel_size ** 2 * hr_both.shape[1])
+    down, (h, w) = model.downsampler, hr_both.shape[-2:]
+    zoom, flip = float(jitter.zoom[view]), bool(jitter.flip[view])
+    f, k, stride = down.final_size, down.kernel_size, down.stride(w)
+    cols = _jitter_axis(w, max_pad, int(jitter.y[view]), zoom, hr_both.dtype, hr_both.device)
+    band_rows = _rows_per_chunk(chunk_size, f * k ** 2 * hr_both.shape[1])
     rec_sum = mag_sum = 0
     for first in range(0, f, band_rows):
         rows = slice(first, min(f, first + band_rows))
-        out = model.downsampler(leaf, None if patch_keep is None else patch_keep[rows], logit_keep[rows], rows)
+        top, bottom = first * stride, (rows.stop - 1) * stride + k
+        positions = _reflect(torch.arange(top - 2, bottom + 2, device=hr_both.device), h)
+        src = _jitter_axis(h, max_pad, int(jitter.x[view]), zoom, hr_both.dtype, hr_both.device, positions)
+        low, high = int(torch.minimum(src[0], src[1]).min()), int(torch.maximum(src[0], src[1]).max()) + 1
+        slab = _leaf(hr_both[:, :, low:high])
+        blurred = _blur_rows(_blur_columns(_gather(slab, (src[0] - low, src[1] - low, src[2]), cols, flip)))
+        out = down(blurred, None if patch_keep is None else patch_keep[rows], logit_keep[rows], rows, top)
         part = target[:, :, rows]
         scales = model.scales(part)
         rec = ((1 / (2 * scales ** 2)) * (out[:, 1:] - part).square() + scales.log()).sum()
         mag = (out[:, :1] - magnitude(part)).square().sum()
         (rec * weights[0] + mag * weights[1]).backward()
+        hr_both_grad[:, :, low:high] += slab.grad
         rec_sum, mag_sum = rec_sum + rec.detach(), mag_sum + mag.detach()
-    blurred.backward(leaf.grad)
     return rec_sum, mag_sum
 
 
@@ -304,24 +340,49 @@ def step_backward(model: FeatUpImplicitModel, image: torch.Tensor, stats, target
     of batch element j; ``loss_weights``: (mag_weight, mag_tv_weight, blur_pin).
     loss = rec + mag_weight * mag + mag_tv_weight * tv(|hr|) + blur_pin * mean((blur5(hr) - hr)^2)."""
     mag_weight, tv_weight, pin_weight = loss_weights
-    hr = _leaf(model.evaluate(image, stats, chunk_size, keep))
-    hr_mag = magnitude(hr)
-    hr_both = torch.cat([hr_mag, hr], dim=1)
-    both = _leaf(hr_both)
+    hr = model.evaluate(image, stats, chunk_size, keep)
+    hr_mag = _leaf(magnitude(hr))
+    both = torch.cat([hr_mag.detach(), hr], dim=1)
+    both_grad = torch.zeros_like(both)
     batch, channels, f = targets.shape[0], targets.shape[1], targets.shape[-1]
     per_view = (1 / (batch * channels * f * f), mag_weight / (batch * f * f))
     rec = mag = 0
     for j, view in enumerate(views):
-        sums = view_terms_backward(model, both, targets[j:j + 1], jitter, view, max_pad, *view_keeps(j), per_view,
-                                   chunk_size)
+        sums = view_terms_backward(model, both, both_grad, targets[j:j + 1], jitter, view, max_pad, *view_keeps(j),
+                                   per_view, chunk_size)
         rec, mag = rec + sums[0], mag + sums[1]
+    del both
     tv = total_variation(hr_mag)
-    blur_pin = (blur5(hr) - hr).square().mean()
-    torch.autograd.backward([hr_both, tv_weight * tv + pin_weight * blur_pin], [both.grad, torch.ones_like(tv)])
-    _upsampler_backward(model, image, stats, keep, hr.grad, chunk_size)
+    (tv_weight * tv).backward()
+    grad = both_grad[:, 1:]  # d loss / d hr, completed in place
+    mag_grad = both_grad[:, :1] + hr_mag.grad
+    rows = _rows_per_chunk(chunk_size, hr.shape[1] * hr.shape[-1])
+    blur_pin = 0
+    for first in range(0, hr.shape[2], rows):
+        blur_pin = blur_pin + _pin_and_magnitude_backward(hr, slice(first, first + rows), mag_grad,
+                                                          pin_weight / hr.numel(), grad)
+    blur_pin = blur_pin / hr.numel()
+    _upsampler_backward(model, image, stats, keep, grad, chunk_size)
     rec, mag = rec * per_view[0], mag / (batch * f * f)
     loss = rec + mag_weight * mag + tv_weight * tv.detach() + pin_weight * blur_pin.detach()
     return Terms(rec, mag, tv.detach(), blur_pin.detach(), loss)
+
+
+def _pin_and_magnitude_backward(hr: torch.Tensor, rows: slice, mag_grad: torch.Tensor, pin_factor: float,
+                                grad: torch.Tensor) -> torch.Tensor:
+    """Rows ``rows`` of the blur-pin sum ((blur5(hr) - hr)^2 summed) and of |hr|: back-propagates
+    ``pin_factor`` x that sum and ``mag_grad`` [1,1,H,W] (d loss / d |hr|) into ``grad`` [1,P,H,W]
+    (added in place). Reads the slab of ``hr`` rows that the blur's reflect border needs."""
+    h = hr.shape[2]
+    first, stop, _ = rows.indices(h)
+    positions = _reflect(torch.arange(first - 2, stop + 2, device=hr.device), h)
+    low, high = int(positions.min()), int(positions.max()) + 1
+    slab = _leaf(hr[:, :, low:high])
+    centre = slab[:, :, first - low:stop - low]
+    pin = (_blur_rows(_blur_columns(slab.index_select(2, positions - low))) - centre).square().sum()
+    torch.autograd.backward([pin * pin_factor, magnitude(centre)], [None, mag_grad[:, :, first:stop]])
+    grad[:, :, low:high] += slab.grad
+    return pin.detach()
 
 
 def _upsampler_backward(model: FeatUpImplicitModel, image, stats, keep, grad: torch.Tensor, chunk_size: int) -> None:
@@ -334,7 +395,7 @@ def _upsampler_backward(model: FeatUpImplicitModel, image, stats, keep, grad: to
 
 def unproject(hr: torch.Tensor, components: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
     """PCA unprojection r @ components + mean per pixel: [B,P,H,W] -> [B,D,H,W]."""
-    return (hr.movedim(1, -1) @ components + mean).movedim(-1, 1)
+    return (hr.movedim(1, -1) @ components).add_(mean).movedim(-1, 1)  # in place: no second [B,H,W,D] buffer
 
 
 def project(feats: torch.Tensor, components: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
