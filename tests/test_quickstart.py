@@ -91,4 +91,8 @@ def test_quickstart_refuses_unknown_upsamplers_and_sizes():
     with pytest.raises(SystemExit):
         quickstart.parse_args(["--size", "100"])
     args = quickstart.parse_args(["--upsamplers", "bilinear,naf", "--device", "cpu"])
-    assert args.upsamplers == ["bilinear", "naf"] and args.fit_steps == 10
+    assert args.upsamplers == ["bilinear", "naf"] and args.fit_steps is None
+    # CPU: the per-method short fits; --fit-steps overrides them; on a GPU the official length
+    assert [quickstart.fit_steps(args, n) for n in ("upsample_anything", "featup_implicit", "naf")] == [10, 1, None]
+    assert quickstart.fit_steps(quickstart.parse_args(["--fit-steps", "3", "--device", "cpu"]), "featup_implicit") == 3
+    assert quickstart.fit_steps(quickstart.parse_args(["--device", "cuda"]), "featup_implicit") is None

@@ -53,9 +53,14 @@ def parse_args(argv=None):
     unknown = sorted(set(args.upsamplers) - set(registered))
     if unknown:
         parser.error(f"--upsamplers: unknown {', '.join(unknown)}; registered: {', '.join(registered)}")
-    if args.fit_steps is None and args.device == "cpu":
-        args.fit_steps = CPU_FIT_STEPS
     return args
+
+
+def fit_steps(args, name: str):
+    """The per-image fit length for ``name``: ``--fit-steps``, else the CPU default, else official."""
+    if args.fit_steps is not None:
+        return args.fit_steps
+    return CPU_FIT_STEPS.get(name) if args.device == "cpu" else None
 
 
 def load_image(path, size: int) -> np.ndarray:
@@ -99,7 +104,7 @@ def compare(args) -> list:
     pca = FeaturePCA(features[0].cpu())
     panels, labels, rows = [image, pca.colour(features[0].cpu())], ["image", "low-res"], []
     for name in args.upsamplers:
-        entry = build_for_backbone(name, vit, args.size, allow_download=args.download, fit_steps=args.fit_steps)
+        entry = build_for_backbone(name, vit, args.size, allow_download=args.download, fit_steps=fit_steps(args, name))
         entry.upsampler.to(device)
         try:
             out, seconds, peak = measure(lambda: entry.upsampler(features, guidance, **entry.call_kwargs), device)
@@ -124,7 +129,9 @@ def compare(args) -> list:
 def main(argv=None):
     args = parse_args(argv)
     print(f"comparing {len(args.upsamplers)} upsamplers at {args.size}x{args.size} on {args.device}"
-          + (f"; per-image fits use {args.fit_steps} steps" if args.fit_steps else ""))
+          + (f"; per-image fits use {args.fit_steps} steps" if args.fit_steps else
+             "; per-image fits on CPU use fewer steps (" + ", ".join(f"{k} {v}" for k, v in CPU_FIT_STEPS.items()) + ")"
+             if args.device == "cpu" else ""))
     rows = compare(args)
     print(markdown_table(rows, COLUMNS))
     print("time/peak: one call (peak = tensors allocated during it); preservation: mean cosine similarity "

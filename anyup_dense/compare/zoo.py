@@ -43,9 +43,10 @@ _CACHE_FILE: Dict[str, Callable[[str], str]] = {
     "featup_jbu": lambda name: f"featup_{name}_jbu_stack_cocostuff.ckpt",
     "uplift": lambda name: url_file_name(uplift.RELEASES[name]),
 }
-# Per-image fitting methods and their official fit lengths; on CPU they run CPU_FIT_STEPS steps.
+# Per-image fitting methods and their official fit lengths; on CPU they run CPU_FIT_STEPS steps
+# (FeatUp implicit: about 12 s of CPU per step at 224, so one step only shows the pipeline).
 OFFICIAL_FIT_STEPS = {"upsample_anything": 51, "featup_implicit": 1200}
-CPU_FIT_STEPS = 10
+CPU_FIT_STEPS = {"upsample_anything": 10, "featup_implicit": 1}
 
 
 @dataclass
