@@ -41,11 +41,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+from anyup_dense.ops.window_attention import check_chunk_size
 from anyup_dense.registry import UPSAMPLERS
 from anyup_dense.upsamplers.base import Upsampler
 from anyup_dense.upsamplers.checkpoint import (CheckpointMismatchError, hub_cache_path, is_url,
                                                load_checkpoint_file, load_state_dict_strict)
 from anyup_dense.upsamplers.channel_norm import ChannelNorm
+from anyup_dense.upsamplers.recompute import records_graph
 from anyup_dense.upsamplers.loftup_layers import (CATransformer, ChannelsFirstLayerNorm,
                                                   FourierFeatures, MinMaxScaler, RunningStatsBatchNorm2d,
                                                   fourier_dtype)
@@ -151,12 +153,10 @@ class LoftUpCore(nn.Module):
         scaled = self.fourier_feat[0](guidance.to(fourier_dtype(guidance.device))) if self.color_feats else None
         if dense:
             return self.band(scaled, grid_hw, b, (0, height), keys_values)
-        pixels = DEFAULT_MAX_PIXELS_PER_CHUNK if max_pixels_per_chunk is None else max_pixels_per_chunk
-        if pixels < 1:
-            raise ValueError(f"max_pixels_per_chunk must be >= 1, got {max_pixels_per_chunk}")
+        pixels = check_chunk_size(max_pixels_per_chunk) or DEFAULT_MAX_PIXELS_PER_CHUNK
         step = max(1, pixels // width)
         bands = [(r0, min(height, r0 + step)) for r0 in range(0, height, step)]
-        if torch.is_grad_enabled():  # each band is recomputed in the backward pass
+        if records_graph(scaled, keys_values, module=self):  # each band is recomputed in the backward pass
             return torch.cat([checkpoint(self.band, scaled, grid_hw, b, rows, keys_values, use_reentrant=False)
                               for rows in bands], dim=2)
         out = lr_feats.new_empty(b, self.dim, height, width)
