@@ -4,7 +4,8 @@ between a ViT backbone and a dense head, with MMSegmentation and Detectron2 inte
 ``import anyup_dense`` needs torch only; the framework integrations live in
 ``anyup_dense.integrations`` and are imported explicitly.
 """
-from anyup_dense.registry import UPSAMPLERS, build_upsampler, list_upsamplers
+from anyup_dense.registry import UPSAMPLERS
+from anyup_dense.upsamplers import build_upsampler, list_upsamplers
 
 __version__ = "0.1.0"
 

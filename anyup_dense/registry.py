@@ -1,20 +1,18 @@
-"""A minimal name -> builder registry for upsamplers (framework-free).
+"""A minimal name -> builder registry (framework-free), and the upsamplers' instance.
 
-The MMSegmentation and Detectron2 integrations have their own registries; this one only
-lets ``build_upsampler("anyup", ...)`` find the right constructor without importing any
-framework.
+One mechanism for every "choose by name" in the package: upsamplers (``UPSAMPLERS``, filled
+by ``anyup_dense.upsamplers``), training recipes and optimizers (``anyup_dense.training``).
+The MMSegmentation and Detectron2 integrations have their own registries.
 """
 from typing import Callable, Dict, List
 
-import torch.nn as nn
-
 
 class Registry:
-    """Maps a lower-case name to a callable that returns an ``nn.Module``."""
+    """Maps a lower-case name to a callable (a class or a builder function)."""
 
     def __init__(self, kind: str):
         self.kind = kind
-        self._builders: Dict[str, Callable[..., nn.Module]] = {}
+        self._builders: Dict[str, Callable] = {}
 
     def register(self, name: str) -> Callable:
         """Decorator: ``@UPSAMPLERS.register("anyup")`` on a class or builder function."""
@@ -31,28 +29,20 @@ class Registry:
     def names(self) -> List[str]:
         return sorted(self._builders)
 
-    def builders(self) -> Dict[str, Callable[..., nn.Module]]:
+    def builders(self) -> Dict[str, Callable]:
         """name -> builder, in registration order (a copy)."""
         return dict(self._builders)
 
-    def build(self, name: str, **kwargs) -> nn.Module:
+    def get(self, name: str) -> Callable:
+        """The builder registered as ``name``; KeyError listing the registered names if none."""
         key = name.lower()
         if key not in self._builders:
             raise KeyError(f"unknown {self.kind} {name!r}; registered: {', '.join(self.names())}")
-        return self._builders[key](**kwargs)
+        return self._builders[key]
+
+    def build(self, name: str, **kwargs):
+        """``get(name)(**kwargs)``."""
+        return self.get(name)(**kwargs)
 
 
 UPSAMPLERS = Registry("upsampler")
-
-
-def build_upsampler(name: str, **kwargs) -> nn.Module:
-    """Build a registered upsampler, e.g. ``build_upsampler("anyup", pretrained="anyup_paper")``."""
-    import anyup_dense.upsamplers  # noqa: F401  (registers the built-in upsamplers)
-
-    return UPSAMPLERS.build(name, **kwargs)
-
-
-def list_upsamplers() -> List[str]:
-    import anyup_dense.upsamplers  # noqa: F401
-
-    return UPSAMPLERS.names()

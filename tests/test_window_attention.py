@@ -9,9 +9,10 @@ import struct
 import pytest
 import torch
 
-from anyup_dense.ops.window_attention import (dense_window_mask, window_attention, window_attention_reference,
-                                              window_attention_torch, window_bounds)
-from conftest import LargestTensor
+from anyup_dense.ops.window_attention import dense_window_mask, window_attention_reference, window_attention_torch
+from anyup_dense.ops.window_geometry import window_bounds
+from anyup_dense.upsamplers.attention_backend import window_attention
+from helpers import LargestTensor
 
 # (B, heads, Ho, Wo, h, w, d, C, ratio)
 CASES = [

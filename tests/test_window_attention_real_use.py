@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from anyup_dense.ops import adaptive_conv
-from anyup_dense.ops.window_attention import triton_self_test, window_attention, window_attention_reference
+from anyup_dense.ops.jbu import adaptive_conv
+from anyup_dense.ops.window_attention import window_attention_reference
 from anyup_dense.ops.window_attention_triton import window_attention_triton
+from anyup_dense.upsamplers.attention_backend import triton_self_test, window_attention
 
 # (B, heads, Ho, Wo, h, w, d, C): non-square, windows truncated at every border
 SHAPE = (1, 2, 12, 9, 5, 4, 8, 3)

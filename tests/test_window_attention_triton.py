@@ -7,8 +7,11 @@ at most a few tiles, one or two heads.
 import pytest
 import torch
 
-from anyup_dense.ops.window_attention import window_attention, window_attention_reference
+from anyup_dense.ops import window_attention_triton as triton_module
+from anyup_dense.ops.window_attention import window_attention_reference
 from anyup_dense.ops.window_attention_triton import window_attention_triton
+from anyup_dense.upsamplers import attention_backend
+from anyup_dense.upsamplers.attention_backend import triton_available, triton_self_test, window_attention
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -85,15 +88,26 @@ def test_rejects_mixed_dtypes():
 
 
 def test_self_test_passes_on_the_real_kernels():
-    from anyup_dense.ops.window_attention import triton_self_test
-
     assert triton_self_test(torch.device("cpu"))  # the interpreter stands in for a GPU here
 
 
 def test_auto_never_picks_triton_off_cuda():
-    from anyup_dense.ops.window_attention import triton_available
-
     assert not triton_available(torch.device("cpu"))
+
+
+def test_self_test_runs_once_per_device_until_reset(monkeypatch):
+    """``triton_available`` caches each CUDA device's self-test result; ``reset_triton_checks``
+    forgets them. (A ``cuda`` device object needs no GPU; the self-test is replaced.)"""
+    calls = []
+    monkeypatch.setattr(attention_backend, "triton_self_test", lambda device: calls.append(str(device)) or True)
+    attention_backend.reset_triton_checks()
+    for device in ("cuda:0", "cuda:0", "cuda:1", "cuda:0"):
+        assert triton_available(torch.device(device))
+    assert calls == ["cuda:0", "cuda:1"]
+    attention_backend.reset_triton_checks()
+    assert triton_available(torch.device("cuda:0"))
+    assert calls == ["cuda:0", "cuda:1", "cuda:0"]
+    attention_backend.reset_triton_checks()  # leave no fake result behind for later tests
 
 
 @pytest.mark.parametrize("broken, message", [
@@ -101,9 +115,6 @@ def test_auto_never_picks_triton_off_cuda():
     (lambda q, k, v, ratio: 2 * window_attention_reference(q, k, v, ratio), "disagrees with the torch backend"),
 ])
 def test_self_test_rejects_failing_or_wrong_kernels(broken, message, monkeypatch):
-    import anyup_dense.ops.window_attention_triton as triton_module
-    from anyup_dense.ops.window_attention import triton_self_test
-
     monkeypatch.setattr(triton_module, "window_attention_triton", broken)
     with pytest.warns(UserWarning, match=message):
         assert not triton_self_test(torch.device("cpu"))

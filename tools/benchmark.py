@@ -39,7 +39,9 @@ import torch
 PATCH = 14
 QK_DIM, HEADS = 128, 4  # AnyUp's released attention width and heads
 JBU_TAPS = 7 * 7  # FeatUp JBU kernel (radius 3)
-UPSAMPLERS = ("bilinear", "anyup", "featup_jbu", "featsharp", "jafar", "loftup", "naf", "uplift", "attn_op", "jbu_op")
+OPS = ("attn_op", "jbu_op")
+# The default rows; --upsamplers takes any registered upsampler.
+DEFAULT_ROWS = ("bilinear", "anyup", "featup_jbu", "featsharp", "jafar", "loftup", "naf", "uplift") + OPS
 ANYUP_BACKENDS = ("reference", "torch", "triton")
 JBU_OPS = ("adaptive_conv_unfold", "adaptive_conv")
 REFERENCE_VARIANT = {"anyup": "reference", "attn_op": "reference", "jbu_op": "adaptive_conv_unfold",
@@ -123,7 +125,7 @@ def _build(case: Case, device: torch.device) -> Callable[[bool], torch.Tensor]:
         kernels = torch.rand(b, s, s, 7, 7, device=device)
         return _runner(lambda backward: op(source, kernels), [source, kernels])
     if case.name == "attn_op":
-        from anyup_dense.ops.window_attention import window_attention
+        from anyup_dense.upsamplers.attention_backend import window_attention
 
         q = torch.randn(b, HEADS, s, s, QK_DIM // HEADS, device=device)
         k = torch.randn(b, HEADS, f, f, QK_DIM // HEADS, device=device)
@@ -251,7 +253,7 @@ def available(case: Case, device: torch.device) -> Optional[str]:
     if case.name != "attn_op" and case.name not in anyup_dense.list_upsamplers():
         return f"upsampler {case.name!r} not registered"
     if case.variant == "triton":
-        from anyup_dense.ops.window_attention import triton_available
+        from anyup_dense.upsamplers.attention_backend import triton_available
 
         if not triton_available(device):
             return "triton backend needs CUDA"
@@ -326,7 +328,8 @@ def parse_args(argv=None):
     parser.add_argument("--sizes", type=_csv(int), default=None,
                         help="output sizes (default 112,224,448,896 on CPU; also 1792 on CUDA)")
     parser.add_argument("--channels", type=_csv(int), default=[384, 768])
-    parser.add_argument("--upsamplers", type=_csv(str), default=list(UPSAMPLERS))
+    parser.add_argument("--upsamplers", type=_csv(str), default=list(DEFAULT_ROWS),
+                        help="any registered upsampler, or the ops attn_op, jbu_op")
     parser.add_argument("--backends", type=_csv(str), default=list(ANYUP_BACKENDS), help="AnyUp backends")
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--warmup", type=int, default=None, help="default 3 on CUDA, 1 on CPU")
@@ -346,9 +349,12 @@ def parse_args(argv=None):
     args.repeats = (10 if cuda else 2) if args.repeats is None else args.repeats
     if args.max_memory_gb is None:
         args.max_memory_gb = 0.9 * torch.cuda.get_device_properties(0).total_memory / GIB if cuda else 10.0
+    import anyup_dense
+
+    known = anyup_dense.list_upsamplers() + list(OPS)
     for name in args.upsamplers:
-        if name not in UPSAMPLERS:
-            parser.error(f"unknown upsampler {name!r}; choose from {', '.join(UPSAMPLERS)}")
+        if name not in known:
+            parser.error(f"unknown upsampler {name!r}; choose from {', '.join(known)}")
     for backend in args.backends:
         if backend not in ANYUP_BACKENDS:
             parser.error(f"unknown backend {backend!r}; choose from {', '.join(ANYUP_BACKENDS)}")

@@ -47,7 +47,7 @@ def check_backends(device, shapes) -> List[Dict[str, object]]:
     """Triton vs torch backend per shape and dtype (both given identical, rounded inputs)."""
     import torch
 
-    from anyup_dense.ops.window_attention import window_attention
+    from anyup_dense.upsamplers.attention_backend import window_attention
 
     rows = []
     for shape in shapes:
@@ -73,7 +73,7 @@ def check_mixed_dtypes(device, shape) -> Dict[str, object]:
     """bf16 q/k with float32 values (autocast's hand-over) on Triton vs the torch backend."""
     import torch
 
-    from anyup_dense.ops.window_attention import window_attention
+    from anyup_dense.upsamplers.attention_backend import window_attention
 
     b, nh, ho, wo, h, w, d, c, ratio = shape
     gen = torch.Generator().manual_seed(1)
@@ -88,14 +88,15 @@ def check_auto_selection(device) -> List[Dict[str, object]]:
     """``backend="auto"`` picks Triton under no_grad, inference_mode and autocast."""
     import torch
 
-    ops = importlib.import_module("anyup_dense.ops.window_attention")  # the module, not its function
+    from anyup_dense.upsamplers import attention_backend
     rows = []
     modes = {"no_grad": torch.no_grad, "inference_mode": torch.inference_mode,
              "autocast_bf16": lambda: torch.autocast(device.type, dtype=torch.bfloat16)}
     for name, mode in modes.items():
-        ops._TRITON_CHECKED.clear()
+        attention_backend.reset_triton_checks()
         with mode():
-            selected = ops.triton_self_test(device) if device.type != "cuda" else ops.triton_available(device)
+            selected = (attention_backend.triton_self_test(device) if device.type != "cuda"
+                        else attention_backend.triton_available(device))
         rows.append(dict(check=f"auto_selects_triton_under_{name}", passed=bool(selected)))
     return rows
 

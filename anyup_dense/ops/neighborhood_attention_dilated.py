@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
 from anyup_dense.ops.mixed_precision import accumulation_dtype, autocast_off, common_dtype
-from anyup_dense.ops.window_attention import tiles_per_chunk
+from anyup_dense.ops.chunking import tiles_per_chunk
 
 # Elements of the largest per-chunk buffer (scores [B, nH, blocks, pixels, k*k] or gathered
 # keys/values/queries); 2**22 float32 = 16 MiB. The backward holds about eight such buffers.

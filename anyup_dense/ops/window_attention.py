@@ -1,17 +1,12 @@
-"""Local window cross-attention with AnyUp's semantics.
+"""Local window cross-attention with AnyUp's semantics: dense reference and chunked torch backend.
 
-Every output pixel (i, j) of an (Ho, Wo) grid attends to a rectangle of keys on the
-(h, w) low-resolution grid. The rectangle's rows are
+The window of each output pixel (a rectangle of keys, truncated at borders; ratio 0 = full
+attention) is :func:`~anyup_dense.ops.window_geometry.window_bounds`.
+Per head: softmax((q_h / sqrt(d)) . k_h) over the window; the heads' probabilities are
+**averaged** and applied to the raw values ``v`` (any channel count C).
 
-    c = (i + 0.5) / Ho;  lo = clamp(c - r, 0, 1);  hi = clamp(c + r, 0, 1)
-    rows floor(lo * h) <= row < ceil(hi * h)
-
-computed in float32 in exactly this order (as the official AnyUp does, whatever the model
-dtype), and likewise for columns. Windows are truncated at borders, never shifted; r = 0
-means full attention. Per head: softmax((q_h / sqrt(d)) . k_h) over the window; the heads'
-probabilities are **averaged** and applied to the raw values ``v`` (any channel count C).
-
-Backends (all give the same numbers up to float rounding):
+Backends (all give the same numbers up to float rounding; choosing one:
+:func:`anyup_dense.upsamplers.attention_backend.window_attention`):
   * ``reference``: the dense masked formula, O(Ho*Wo*h*w) memory. Tests only.
   * ``torch``: splits the output grid into tiles of about one key cell (Ho//h x Wo//w
     pixels); a tile's windows all lie inside a small union rectangle (the window plus about
@@ -19,62 +14,17 @@ Backends (all give the same numbers up to float rounding):
     each pixel against its union with one batched matmul, masks keys outside the pixel's own
     window, takes the softmax, averages heads and applies a second batched matmul. Peak
     memory is bounded by the chunk, never by the image; no dense mask or logits are built.
-  * ``triton``: the GPU kernel (``anyup_dense.ops.window_attention_triton``) where present.
+  * ``triton``: the GPU kernel, :mod:`anyup_dense.ops.window_attention_triton`.
 """
 import math
-import numbers
-import operator
-import warnings
-from typing import Dict, Optional, Tuple
+from typing import Optional, Tuple
 
 import torch
 from torch.autograd.function import once_differentiable
 
-from anyup_dense.ops.mixed_precision import accumulation_dtype, autocast_off, common_dtype
-
-BACKENDS = ("auto", "reference", "torch", "triton")
-
-# Elements of the largest per-chunk buffer of the torch backend (scores [B, heads, tiles,
-# pixels, union] or gathered values [B, tiles, union, C]); 2**24 float32 = 64 MiB, a few
-# such buffers live at once.
-DEFAULT_CHUNK_ELEMENTS = 2 ** 24
-
-
-def check_window_ratio(ratio) -> float:
-    """``ratio`` as a float; a finite real number >= 0 (0 = full attention), else ValueError."""
-    if isinstance(ratio, bool) or not isinstance(ratio, numbers.Real) or not math.isfinite(ratio) or ratio < 0:
-        raise ValueError(f"window_ratio must be a finite number >= 0 (0 = full attention), got {ratio!r}")
-    return float(ratio)
-
-
-def check_chunk_size(max_pixels_per_chunk) -> Optional[int]:
-    """``None`` or a positive integer (Python, numpy or 0-d torch integer), else ValueError."""
-    if max_pixels_per_chunk is None:
-        return None
-    try:
-        if isinstance(max_pixels_per_chunk, bool):
-            raise TypeError
-        value = operator.index(max_pixels_per_chunk)
-    except TypeError:
-        value = None
-    if value is None or value < 1:
-        raise ValueError(f"max_pixels_per_chunk must be None or a positive integer, got {max_pixels_per_chunk!r}")
-    return value
-
-
-def window_bounds(out_len: int, in_len: int, ratio: float, device=None) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Start (inclusive) and end (exclusive) key index per output position along one axis.
-
-    Returns two int64 tensors of shape [out_len]. Computed in float32 in the official order.
-    """
-    ratio = check_window_ratio(ratio)
-    if ratio == 0:
-        start = torch.zeros(out_len, dtype=torch.long, device=device)
-        return start, torch.full((out_len,), in_len, dtype=torch.long, device=device)
-    centre = (torch.arange(out_len, device=device, dtype=torch.float32) + 0.5) / out_len
-    lo = (centre - ratio).clamp(0.0, 1.0)
-    hi = (centre + ratio).clamp(0.0, 1.0)
-    return (lo * in_len).floor().long(), (hi * in_len).ceil().long()
+from anyup_dense.ops.chunking import tiles_per_chunk
+from anyup_dense.ops.mixed_precision import accumulation_dtype
+from anyup_dense.ops.window_geometry import check_attention_shapes, check_window_ratio, window_bounds
 
 
 def dense_window_mask(out_hw: Tuple[int, int], in_hw: Tuple[int, int], ratio: float, device=None) -> torch.Tensor:
@@ -89,28 +39,13 @@ def dense_window_mask(out_hw: Tuple[int, int], in_hw: Tuple[int, int], ratio: fl
     return (row_ok[:, None, :, None] & col_ok[None, :, None, :]).reshape(ho * wo, h * w)
 
 
-def _check_shapes(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
-    if q.dim() != 5 or k.dim() != 5 or v.dim() != 4:
-        raise ValueError(f"expected q [B,heads,Ho,Wo,d], k [B,heads,h,w,d], v [B,C,h,w]; got "
-                         f"{tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
-    if q.shape[:2] != k.shape[:2] or q.shape[-1] != k.shape[-1]:
-        raise ValueError(f"q {tuple(q.shape)} and k {tuple(k.shape)} disagree on batch, heads or head dim")
-    if v.shape[0] != k.shape[0] or v.shape[2:] != k.shape[2:4]:
-        raise ValueError(f"v {tuple(v.shape)} must be [B, C, h, w] on the key grid of k {tuple(k.shape)}")
-    for name, x in (("q", q), ("k", k), ("v", v)):
-        if not x.is_floating_point():
-            raise ValueError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
-        if x.numel() == 0:
-            raise ValueError(f"{name} must not be empty, got shape {tuple(x.shape)}")
-
-
 def window_attention_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ratio: float,
                                return_probs: bool = False):
     """Dense masked formula. q [B,nH,Ho,Wo,d], k [B,nH,h,w,d], v [B,C,h,w] -> [B,C,Ho,Wo].
 
     With ``return_probs`` also returns the head-averaged probabilities [B, Ho*Wo, h*w].
     """
-    _check_shapes(q, k, v)
+    check_attention_shapes(q, k, v)
     ratio = check_window_ratio(ratio)
     b, nh, ho, wo, d = q.shape
     h, w = k.shape[2:4]
@@ -147,33 +82,13 @@ def _tile_windows(out_len: int, in_len: int, ratio: float, tile: int, device):
     return positions, keys.clamp(max=in_len - 1), outside
 
 
-def tiles_per_chunk(grid: Tuple[int, int], per_tile_pixels: int, per_tile_elements: int,
-                    max_pixels_per_chunk: Optional[int] = None,
-                    max_elements: int = DEFAULT_CHUNK_ELEMENTS) -> Tuple[int, int]:
-    """(tile rows, tile columns) per chunk of a grid of (rows, cols) tiles.
-
-    The chunk holds at most ``max_pixels_per_chunk`` output pixels if given, else at most
-    ``max_elements`` buffer entries (``per_tile_elements`` per tile); whole tile rows when
-    they fit, else part of one tile row; at least one tile.
-    """
-    max_pixels_per_chunk = check_chunk_size(max_pixels_per_chunk)
-    if max_pixels_per_chunk is not None:
-        budget = max_pixels_per_chunk // per_tile_pixels
-    else:
-        budget = max_elements // max(per_tile_elements, 1)
-    rows, cols = grid
-    if budget >= cols:
-        return min(rows, budget // cols), cols
-    return 1, max(1, budget)
-
-
 class _Tiling:
     """Output tiles of about one key cell (Ho//h x Wo//w pixels), their union windows and
     the chunks they are processed in (see :func:`window_attention_torch`)."""
 
     def __init__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ratio: float,
                  max_pixels_per_chunk: Optional[int]):
-        _check_shapes(q, k, v)
+        check_attention_shapes(q, k, v)
         b, nh, ho, wo, d = q.shape
         h, w = k.shape[2:4]
         self.out_hw, self.key_w = (ho, wo), w
@@ -304,78 +219,3 @@ def window_attention_torch(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ra
     a second derivative (``create_graph=True``) raises instead of silently dropping terms.
     """
     return _WindowAttentionTorch.apply(q, k, v, ratio, max_pixels_per_chunk)
-
-
-_TRITON_CHECKED: Dict[str, bool] = {}
-
-
-def triton_self_test(device: torch.device) -> bool:
-    """Run the Triton kernels once on a small problem on ``device`` and compare them with the
-    torch backend (forward and gradients). On failure, warn with the reason and return False."""
-    try:
-        from anyup_dense.ops.window_attention_triton import window_attention_triton
-    except ImportError as error:
-        warnings.warn(f"Triton window attention unavailable ({error}); using the torch backend")
-        return False
-    # The caller may be under no_grad, inference_mode or autocast (every evaluation loop):
-    # the test must not depend on that.
-    with torch.inference_mode(False), torch.enable_grad(), torch.autocast(device.type, enabled=False):
-        generator = torch.Generator().manual_seed(0)
-        q, k, v = (torch.randn(shape, generator=generator).to(device).requires_grad_()
-                   for shape in ((1, 2, 19, 13, 16), (1, 2, 5, 4, 16), (1, 7, 5, 4)))
-        try:
-            out = window_attention_triton(q, k, v, 0.1)
-            grads = torch.autograd.grad(out.square().sum(), (q, k, v))
-        except Exception as error:  # noqa: BLE001 -- any compile/launch failure means: do not auto-select it
-            warnings.warn(f"Triton window attention failed its self-test on {device} ({type(error).__name__}: "
-                          f"{error}); using the torch backend")
-            return False
-        expected = window_attention_torch(q, k, v, 0.1)
-        expected_grads = torch.autograd.grad(expected.square().sum(), (q, k, v))
-    for ours, ref in zip((out, *grads), (expected, *expected_grads)):
-        if not torch.allclose(ours, ref, rtol=1e-3, atol=1e-4):
-            warnings.warn(f"Triton window attention disagrees with the torch backend on {device} "
-                          f"(max |diff| {(ours - ref).abs().max().item():.2e}); using the torch backend")
-            return False
-    return True
-
-
-def triton_available(device: torch.device) -> bool:
-    """True when the Triton backend can run on ``device`` (CUDA) and passed its self-test there
-    (run once per device; ``backend="triton"`` skips this check)."""
-    if device.type != "cuda":
-        return False
-    key = str(device)
-    if key not in _TRITON_CHECKED:
-        _TRITON_CHECKED[key] = triton_self_test(device)
-    return _TRITON_CHECKED[key]
-
-
-def window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ratio: float, backend: str = "auto",
-                     max_pixels_per_chunk: Optional[int] = None) -> torch.Tensor:
-    """AnyUp window attention. q [B,nH,Ho,Wo,d], k [B,nH,h,w,d], v [B,C,h,w] -> [B,C,Ho,Wo].
-
-    ``backend``: ``"auto"`` (Triton on CUDA when it passes a one-time self-test, else torch), ``"torch"``,
-    ``"triton"`` or ``"reference"`` (dense; tests only). ``max_pixels_per_chunk`` bounds
-    the output pixels processed at once by the torch backend.
-
-    Mixed dtypes (autocast: q/k come out bf16/fp16 while v stays float32) compute in q/k's
-    dtype with a float32 softmax and float32 accumulation; the result has that dtype.
-    """
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    ratio = check_window_ratio(ratio)
-    max_pixels_per_chunk = check_chunk_size(max_pixels_per_chunk)
-    _check_shapes(q, k, v)
-    q, k, v = common_dtype(q, k, v)
-    if backend == "auto":
-        backend = "triton" if triton_available(q.device) else "torch"
-    # The backends choose their own precision (float32 softmax and accumulation).
-    with autocast_off(q.device):
-        if backend == "reference":
-            return window_attention_reference(q, k, v, ratio)
-        if backend == "torch":
-            return window_attention_torch(q, k, v, ratio, max_pixels_per_chunk)
-        from anyup_dense.ops.window_attention_triton import window_attention_triton
-
-        return window_attention_triton(q, k, v, ratio)

@@ -2,8 +2,9 @@
 
 Same contract as :func:`anyup_dense.ops.window_attention.window_attention_reference`:
 q [B,nH,Ho,Wo,d], k [B,nH,h,w,d], v [B,C,h,w] -> [B,C,Ho,Wo]; per output pixel a
-rectangular key window (``window_bounds``), per-head softmax of (q/sqrt(d)).k over it, the
-heads' probabilities averaged, then applied to the raw values.
+rectangular key window (:func:`~anyup_dense.ops.window_geometry.window_bounds`), per-head
+softmax of (q/sqrt(d)).k over it, the heads' probabilities averaged, then applied to the
+raw values.
 
 Design. Programs own a tile of TILE_H x TILE_W output pixels. Window bounds are monotone
 in the pixel position, so a tile's windows lie in one union rectangle; a program streams
@@ -34,7 +35,7 @@ import triton
 from torch.autograd.function import once_differentiable
 import triton.language as tl
 
-from anyup_dense.ops.window_attention import _check_shapes, window_bounds
+from anyup_dense.ops.window_geometry import check_attention_shapes, window_bounds
 
 TILE_H = TILE_W = 8
 _INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
@@ -337,9 +338,9 @@ def window_attention_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, r
 
     Differentiable in q, k and v, once (``create_graph=True`` raises on the second
     derivative). float32, float16 or bfloat16 (one dtype for all three; the dispatcher
-    :func:`~anyup_dense.ops.window_attention.window_attention` casts mixed inputs).
+    :func:`~anyup_dense.upsamplers.attention_backend.window_attention` casts mixed inputs).
     """
-    _check_shapes(q, k, v)
+    check_attention_shapes(q, k, v)
     if not (q.dtype == k.dtype == v.dtype) or q.dtype not in (torch.float32, torch.float16, torch.bfloat16):
         raise ValueError(f"q, k, v must share one dtype among float32/float16/bfloat16, got "
                          f"{q.dtype}, {k.dtype}, {v.dtype}")

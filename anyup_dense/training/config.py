@@ -18,7 +18,9 @@ class TrainConfig:
     linear warm-up from ``warmup_start_factor`` over ``warmup_steps`` and, with
     ``cosine_decay``, a cosine to 0 at ``max_steps``. Gradients are clipped to
     ``early_clip_norm`` for the first ``early_clip_steps`` steps and to ``clip_norm``
-    afterwards (0 = no clipping). ``batch_size`` is per process."""
+    afterwards (0 = no clipping). ``batch_size`` is per process. A recipe's config
+    subclass overrides only the defaults its published recipe changes.
+    ``optimizer`` names an entry of ``anyup_dense.training.loop.OPTIMIZERS``."""
 
     data: str = ""
     backbone: str = "vit_small_patch14_dinov2.lvd142m"

@@ -19,16 +19,20 @@ import torch.nn as nn
 from torch.nn.parallel import DistributedDataParallel
 
 from anyup_dense.backbones import TimmViT
+from anyup_dense.registry import Registry
 from anyup_dense.training.checkpointing import latest_checkpoint, load_checkpoint, save_checkpoint
 from anyup_dense.training.config import TrainConfig, config_to_dict
 from anyup_dense.training.data import ImageFolder, make_loader
 from anyup_dense.training.distributed import DistInfo, all_reduce_mean, barrier, init_distributed, shutdown
-from anyup_dense.training.featurizer import Featurizer
+from anyup_dense.training.frozen_backbone import FrozenBackbone
 from anyup_dense.training.monitor import Monitor
 from anyup_dense.training.recipes import Recipe, get_recipe
 from anyup_dense.training.rng import derive_seed, step_generator
 
-OPTIMIZERS = {"adamw": torch.optim.AdamW, "nadam": torch.optim.NAdam}
+# ``TrainConfig.optimizer`` -> optimizer class (torch's own classes, registered here)
+OPTIMIZERS = Registry("optimizer")
+OPTIMIZERS.register("adamw")(torch.optim.AdamW)
+OPTIMIZERS.register("nadam")(torch.optim.NAdam)
 
 
 def build_backbone(config: TrainConfig) -> TimmViT:
@@ -47,7 +51,7 @@ def build_recipe(recipe_name: str, config: TrainConfig, device: torch.device = t
     recipe_class = get_recipe(recipe_name)
     if not isinstance(config, recipe_class.config_class):
         raise TypeError(f"recipe {recipe_name!r} needs a {recipe_class.config_class.__name__}")
-    featurizer = Featurizer(build_backbone(config), device)
+    featurizer = FrozenBackbone(build_backbone(config), device)
     torch.manual_seed(derive_seed(config.seed, 2))
     return recipe_class(config, featurizer).to(device)
 
@@ -67,8 +71,7 @@ def clip_norm_at(config: TrainConfig, step: int) -> float:
 
 
 def build_optimizer(recipe: Recipe, config: TrainConfig) -> torch.optim.Optimizer:
-    if config.optimizer not in OPTIMIZERS:
-        raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {config.optimizer!r}")
+    optimizer_class = OPTIMIZERS.get(config.optimizer)  # KeyError listing the registered names
     groups = []
     for group in recipe.param_groups():
         group = dict(group)
@@ -76,8 +79,7 @@ def build_optimizer(recipe: Recipe, config: TrainConfig) -> torch.optim.Optimize
         group.setdefault("weight_decay", config.weight_decay)
         group["lr"] = config.lr * group["lr_scale"]
         groups.append(group)
-    return OPTIMIZERS[config.optimizer](groups, lr=config.lr, betas=tuple(config.betas),
-                                        weight_decay=config.weight_decay)
+    return optimizer_class(groups, lr=config.lr, betas=tuple(config.betas), weight_decay=config.weight_decay)
 
 
 def _autocast(config: TrainConfig, device: torch.device):

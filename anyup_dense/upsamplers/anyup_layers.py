@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from anyup_dense.ops.window_attention import DEFAULT_CHUNK_ELEMENTS
+from anyup_dense.ops.chunking import DEFAULT_CHUNK_ELEMENTS
 from anyup_dense.upsamplers.recompute import recompute_in_backward
 
 GROUPS = 8

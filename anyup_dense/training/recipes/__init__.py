@@ -1,27 +1,22 @@
-"""Training recipes by name. Each is imported on first use, so a recipe whose upsampler
-module is unavailable does not break the others."""
-import importlib
+"""Training recipes by name: importing this package registers the built-in recipes in
+``RECIPES`` (see :func:`~anyup_dense.training.recipes.base.register_recipe`)."""
 from typing import List, Type
 
-from anyup_dense.training.recipes.base import Recipe
-
-_RECIPES = {
-    "anyup": ("anyup_dense.training.recipes.anyup", "AnyUpRecipe"),
-    "featup_jbu": ("anyup_dense.training.recipes.featup_jbu", "FeatUpJBURecipe"),
-    "featsharp": ("anyup_dense.training.recipes.featsharp", "FeatSharpRecipe"),
-}
+from anyup_dense.training.recipes.anyup import AnyUpRecipe
+from anyup_dense.training.recipes.base import RECIPES, Recipe, register_recipe
+from anyup_dense.training.recipes.featsharp import FeatSharpRecipe
+from anyup_dense.training.recipes.featup_jbu import FeatUpJBURecipe
 
 
 def recipe_names() -> List[str]:
-    return sorted(_RECIPES)
+    """Names of the registered recipes, sorted."""
+    return RECIPES.names()
 
 
 def get_recipe(name: str) -> Type[Recipe]:
-    """The :class:`Recipe` subclass registered as ``name``."""
-    if name not in _RECIPES:
-        raise KeyError(f"unknown recipe {name!r}; choose one of {', '.join(recipe_names())}")
-    module, attribute = _RECIPES[name]
-    return getattr(importlib.import_module(module), attribute)
+    """The :class:`Recipe` subclass registered as ``name`` (KeyError listing the names if none)."""
+    return RECIPES.get(name)
 
 
-__all__ = ["Recipe", "get_recipe", "recipe_names"]
+__all__ = ["RECIPES", "Recipe", "register_recipe", "get_recipe", "recipe_names", "AnyUpRecipe", "FeatSharpRecipe",
+           "FeatUpJBURecipe"]

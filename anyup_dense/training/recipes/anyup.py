@@ -20,17 +20,17 @@ from typing import Dict, Tuple
 import torch
 import torch.nn.functional as F
 
-from anyup_dense.registry import build_upsampler
 from anyup_dense.training.augment import augment_batch
 from anyup_dense.training.config import TrainConfig
-from anyup_dense.training.featurizer import Featurizer, imagenet_normalize
+from anyup_dense.imaging import imagenet_normalize
 from anyup_dense.training.losses import cosine_mse
-from anyup_dense.training.recipes.base import Recipe
+from anyup_dense.training.recipes.base import Recipe, register_recipe
 
 
 @dataclass
 class AnyUpConfig(TrainConfig):
-    """Published AnyUp hyper-parameters (single-backbone ``training-code`` config)."""
+    """Published AnyUp hyper-parameters (single-backbone ``training-code`` config); the
+    optimiser, steps, batch size and checkpoint interval are :class:`TrainConfig`'s defaults."""
 
     crop_size: int = 224
     crops_per_image: int = 4
@@ -38,12 +38,7 @@ class AnyUpConfig(TrainConfig):
     augmentation_weight: float = 0.1
     downsampling_weight: float = 0.1
     min_image_side: int = 448
-    max_steps: int = 100_000
-    batch_size: int = 4
-    optimizer: str = "adamw"
-    lr: float = 2e-4
     weight_decay: float = 1e-5
-    ckpt_every: int = 20_000
     precision: str = "bf16"
 
 
@@ -80,14 +75,11 @@ def anyup_objective(pred: torch.Tensor, crop_targets: torch.Tensor, offsets: tor
     return {"main": main, "aug": aug, "down": down, "loss": main + aug + down}
 
 
+@register_recipe
 class AnyUpRecipe(Recipe):
     name = "anyup"
     config_class = AnyUpConfig
-
-    def __init__(self, config: AnyUpConfig, featurizer: Featurizer):
-        super().__init__(config, featurizer)
-        self.require_patch_multiple("crop_size")
-        self.upsampler = build_upsampler("anyup", pretrained=None, **config.upsampler_kwargs).train()
+    image_side = "crop_size"
 
     def load_size(self) -> int:
         return 2 * self.config.crop_size

@@ -3,41 +3,64 @@
 A recipe is an ``nn.Module`` holding the upsampler (child ``upsampler``) and any other
 trainable helper (downsampler, scale network). Its ``forward(images, generator)`` computes
 the training loss of one batch, so the loop can wrap the whole recipe in
-DistributedDataParallel. The frozen backbone is reached through a :class:`Featurizer`
+DistributedDataParallel. The frozen backbone is reached through a :class:`FrozenBackbone`
 attribute, outside the module tree.
 
 Checkpoints: the upsampler's weights go to the model file in the layout the upsampler's
 builder reads (:meth:`Recipe.export_upsampler`); the rest of the recipe's state (helper
 modules) goes into the training-state file (:meth:`Recipe.helper_state_dict`).
+
+Recipes are found by name in ``RECIPES``; a recipe class registers itself with the
+:func:`register_recipe` decorator.
 """
-from typing import ClassVar, Dict, List, Tuple
+from typing import Any, ClassVar, Dict, List, Tuple
 
 import torch
 import torch.nn as nn
 
+from anyup_dense.registry import Registry
 from anyup_dense.training.config import TrainConfig
-from anyup_dense.training.featurizer import Featurizer
+from anyup_dense.training.frozen_backbone import FrozenBackbone
+from anyup_dense.upsamplers import build_upsampler
 
 UPSAMPLER_PREFIX = "upsampler."
 
+RECIPES = Registry("recipe")
+
+
+def register_recipe(recipe_class: type) -> type:
+    """Class decorator: registers ``recipe_class`` in ``RECIPES`` under its ``name``."""
+    return RECIPES.register(recipe_class.name)(recipe_class)
+
 
 class Recipe(nn.Module):
-    """Base class. Subclasses set ``name``, ``config_class`` and implement ``forward``."""
+    """Base class. Subclasses set ``name`` (the registered upsampler they train, also the
+    recipe's own name), ``config_class``, ``image_side`` (the config field holding an image
+    side that must be a multiple of the backbone's patch size) and implement ``forward``;
+    :meth:`upsampler_arguments` adds builder arguments that follow from the backbone or config.
+
+    ``__init__`` checks ``image_side`` and builds ``self.upsampler`` untrained
+    (``pretrained=None``) from those arguments and ``config.upsampler_kwargs``, in train mode.
+    """
 
     name: ClassVar[str] = ""
     config_class: ClassVar[type] = TrainConfig
+    image_side: ClassVar[str] = ""
     upsampler: nn.Module
 
-    def __init__(self, config: TrainConfig, featurizer: Featurizer):
+    def __init__(self, config: TrainConfig, featurizer: FrozenBackbone):
         super().__init__()
         self.config = config
         self.featurizer = featurizer
+        side, patch = getattr(config, self.image_side), featurizer.patch_size
+        if side % patch:
+            raise ValueError(f"{self.image_side} {side} must be a multiple of the backbone's patch size {patch}")
+        self.upsampler = build_upsampler(self.name, pretrained=None, **self.upsampler_arguments(),
+                                         **config.upsampler_kwargs).train()
 
-    def require_patch_multiple(self, option: str) -> None:
-        """Raise if the config's ``option`` (an image side) is not a multiple of the backbone's patch size."""
-        value, patch = getattr(self.config, option), self.featurizer.patch_size
-        if value % patch:
-            raise ValueError(f"{option} {value} must be a multiple of the backbone's patch size {patch}")
+    def upsampler_arguments(self) -> Dict[str, Any]:
+        """Builder arguments set by the recipe (default none); ``config.upsampler_kwargs`` adds to them."""
+        return {}
 
     def load_size(self) -> int:
         """Side of the square images the data loader delivers."""

@@ -25,30 +25,31 @@ Not reproduced: spectral re-parametrisation of the Linear layers (plain weights 
 and the uncertainty net sees the downsampled view (upstream's exact input is not specified).
 """
 from dataclasses import dataclass
-from typing import Dict, List, Tuple
+from typing import Any, Dict, List, Tuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from anyup_dense.registry import build_upsampler
 from anyup_dense.training.config import TrainConfig
 from anyup_dense.training.data import make_loader
 from anyup_dense.training.downsamplers import FeatSharpDownsampler
-from anyup_dense.training.featurizer import Featurizer, imagenet_normalize
+from anyup_dense.imaging import imagenet_normalize
+from anyup_dense.training.frozen_backbone import FrozenBackbone
 from anyup_dense.training.geometry import featsharp_jitter, valid_mask, warp, zoom_crop
 from anyup_dense.training.losses import uncertainty_weighted_mse
 from anyup_dense.training.phis import estimate_phis
-from anyup_dense.training.recipes.base import Recipe
+from anyup_dense.training.recipes.base import Recipe, register_recipe
 from anyup_dense.upsamplers.featsharp import assemble_tiles, tile_crops
 
 
 @dataclass
 class FeatSharpConfig(TrainConfig):
-    """Published FeatSharp hyper-parameters (base config). ``resolution`` = the backbone's
-    input size R; ``upsample_factor`` = u."""
+    """Published FeatSharp hyper-parameters (base config); batch size and weight decay are
+    :class:`TrainConfig`'s defaults. ``model_resolution`` = the backbone's input size R;
+    ``upsample_factor`` = u."""
 
-    resolution: int = 224
+    model_resolution: int = 224
     upsample_factor: int = 2
     n_jitters: int = 5
     max_zoom: float = 2.0
@@ -57,10 +58,8 @@ class FeatSharpConfig(TrainConfig):
     jbu_lr_scale: float = 0.2
     uncertainty_lr_scale: float = 0.02
     max_steps: int = 3000
-    batch_size: int = 4
     optimizer: str = "nadam"
     lr: float = 5e-4
-    weight_decay: float = 0.0
     warmup_steps: int = 100
     warmup_start_factor: float = 0.1
     cosine_decay: bool = True
@@ -96,26 +95,30 @@ def seam_grid(factor: int, tile: int, weight: float, band: int = 2) -> torch.Ten
     return (grid / grid.mean()).view(1, 1, n, n)
 
 
+@register_recipe
 class FeatSharpRecipe(Recipe):
     name = "featsharp"
     config_class = FeatSharpConfig
+    image_side = "model_resolution"
 
-    def __init__(self, config: FeatSharpConfig, featurizer: Featurizer):
+    def __init__(self, config: FeatSharpConfig, featurizer: FrozenBackbone):
         super().__init__(config, featurizer)
         p, u = featurizer.patch_size, config.upsample_factor
-        self.require_patch_multiple("resolution")
-        self.upsampler = build_upsampler("featsharp", dim=featurizer.dim, upsample_factor=u,
-                                         model_resolution=config.resolution, patch_size=p, pretrained=None,
-                                         **config.upsampler_kwargs).train()
         self.downsampler = FeatSharpDownsampler(featurizer.dim, u)
         self.uncertainty = UncertaintyNet(featurizer.dim)
-        self.register_buffer("loss_grid", seam_grid(u, config.resolution // p, config.grid_weight), persistent=False)
+        self.register_buffer("loss_grid", seam_grid(u, config.model_resolution // p, config.grid_weight),
+                             persistent=False)
+
+    def upsampler_arguments(self) -> Dict[str, Any]:
+        cfg = self.config
+        return {"dim": self.featurizer.dim, "upsample_factor": cfg.upsample_factor,
+                "model_resolution": cfg.model_resolution, "patch_size": self.featurizer.patch_size}
 
     def load_size(self) -> int:
-        return self.config.resolution * self.config.upsample_factor
+        return self.config.model_resolution * self.config.upsample_factor
 
-    def _at_resolution(self, images: torch.Tensor) -> torch.Tensor:
-        r = self.config.resolution
+    def _at_model_resolution(self, images: torch.Tensor) -> torch.Tensor:
+        r = self.config.model_resolution
         return F.interpolate(images, size=(r, r), mode="bilinear", antialias=True, align_corners=False)
 
     def prepare(self, dataset, info) -> None:
@@ -124,7 +127,7 @@ class FeatSharpRecipe(Recipe):
         steps = max(1, cfg.phis_batches // info.world_size)
         loader = make_loader(dataset, cfg.batch_size, cfg.seed + 1, 0, steps, info.rank, info.world_size,
                              cfg.num_workers)
-        batches = (self.featurizer(self._at_resolution(images.to(info.device))) for images in loader)
+        batches = (self.featurizer(self._at_model_resolution(images.to(info.device))) for images in loader)
         stats = estimate_phis(batches, self.featurizer.dim, info)
         normalizer = self.upsampler.normalizer
         for name, value in stats.items():
@@ -145,13 +148,13 @@ class FeatSharpRecipe(Recipe):
         cfg, up = self.config, self.upsampler
         b, u, n = images.shape[0], cfg.upsample_factor, up.hr_size
         base = warp(images, zoom_crop(b, generator, cfg.max_zoom))
-        tiles = assemble_tiles(self.featurizer(tile_crops(base, cfg.resolution, u)), b, u)
-        hr = up(self.featurizer(self._at_resolution(base)), imagenet_normalize(base), output_size=n,
+        tiles = assemble_tiles(self.featurizer(tile_crops(base, cfg.model_resolution, u)), b, u)
+        hr = up(self.featurizer(self._at_model_resolution(base)), imagenet_normalize(base), output_size=n,
                 tile_features=tiles)
         loss = hr.new_zeros(())
         for _ in range(cfg.n_jitters):
             homography = featsharp_jitter(b, generator)
-            target = up.standardize(self.featurizer(warp(base, homography, (cfg.resolution, cfg.resolution))))
+            target = up.standardize(self.featurizer(warp(base, homography, (cfg.model_resolution,) * 2)))
             down = self.downsampler(warp(hr, homography))
             weight = F.avg_pool2d(valid_mask(homography, (n, n), hr.device) * warp(self.loss_grid.expand(b, -1, -1, -1),
                                                                                    homography), u)

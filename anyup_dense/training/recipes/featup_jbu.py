@@ -18,23 +18,24 @@ are the same). Deviation: the CRF term pairs the jittered features with the jitt
 (upstream pairs them with the un-jittered image).
 """
 from dataclasses import dataclass
-from typing import Dict, Tuple
+from typing import Any, Dict, Tuple
 
 import torch
 import torch.nn as nn
 
-from anyup_dense.registry import build_upsampler
 from anyup_dense.training.config import TrainConfig
 from anyup_dense.training.downsamplers import FeatUpDownsampler
-from anyup_dense.training.featurizer import Featurizer, imagenet_normalize
+from anyup_dense.imaging import imagenet_normalize
+from anyup_dense.training.frozen_backbone import FrozenBackbone
 from anyup_dense.training.geometry import featup_jitter, warp
 from anyup_dense.training.losses import project, random_projection, sampled_crf, scaled_reconstruction_nll
-from anyup_dense.training.recipes.base import Recipe
+from anyup_dense.training.recipes.base import Recipe, register_recipe
 
 
 @dataclass
 class FeatUpJBUConfig(TrainConfig):
-    """Published FeatUp JBU hyper-parameters (``configs/jbu_upsampler.yaml``).
+    """Published FeatUp JBU hyper-parameters (``configs/jbu_upsampler.yaml``); batch size,
+    weight decay and the later clipping are :class:`TrainConfig`'s defaults.
     ``max_steps`` = 0 trains one epoch."""
 
     image_size: int = 224
@@ -46,13 +47,10 @@ class FeatUpJBUConfig(TrainConfig):
     crf_samples: int = 1000
     use_norm: bool = True
     max_steps: int = 0
-    batch_size: int = 4
     optimizer: str = "nadam"
     lr: float = 1e-3
-    weight_decay: float = 0.0
     early_clip_steps: int = 10
     early_clip_norm: float = 1e-4
-    clip_norm: float = 0.0
     ckpt_every: int = 5_000
 
 
@@ -71,20 +69,22 @@ class ScaleNet(nn.Module):
         return torch.exp(self.net(x) + 0.1).clamp(min=1e-4)
 
 
+@register_recipe
 class FeatUpJBURecipe(Recipe):
     name = "featup_jbu"
     config_class = FeatUpJBUConfig
+    image_side = "image_size"
 
-    def __init__(self, config: FeatUpJBUConfig, featurizer: Featurizer):
+    def __init__(self, config: FeatUpJBUConfig, featurizer: FrozenBackbone):
         super().__init__(config, featurizer)
-        self.require_patch_multiple("image_size")
         dim, patch = featurizer.dim, featurizer.patch_size
-        self.upsampler = build_upsampler("featup_jbu", dim=dim, use_norm=config.use_norm, pretrained=None,
-                                         **config.upsampler_kwargs).train()
         if self.upsampler.channel_norm is not None:
             self.upsampler.channel_norm.requires_grad_(False)
         self.downsampler = FeatUpDownsampler(dim, kernel=patch, final_size=config.image_size // patch)
         self.scale_net = ScaleNet(dim)
+
+    def upsampler_arguments(self) -> Dict[str, Any]:
+        return {"dim": self.featurizer.dim, "use_norm": self.config.use_norm}
 
     def load_size(self) -> int:
         return self.config.image_size
