@@ -13,8 +13,8 @@ from mmengine.logging import MessageHub
 
 from anyup_dense import build_upsampler
 from anyup_dense.backbones import TimmViT
-from anyup_dense.upsamplers.checkpoint import (CheckpointMismatchError, CheckpointReadError, foreign_checkpoint_kind,
-                                               foreign_pickle_kind, load_state_dict_strict)
+from anyup_dense.checkpoints import (CheckpointMismatchError, CheckpointReadError, foreign_checkpoint_kind,
+                                     foreign_pickle_kind, load_state_dict_strict)
 
 TINY_VIT = dict(model_name="vit_small_patch14_dinov2", img_size=28, depth=1, embed_dim=16, num_heads=2)
 

@@ -5,6 +5,7 @@ A local HTTP server on 127.0.0.1 (``http.server`` in a thread) plays the network
 valid AnyUp checkpoint, never answers, drops the connection, answers 404, or sends a body
 shorter than its Content-Length. Nothing here touches the real network.
 """
+import dataclasses
 import http.client
 import http.server
 import pathlib
@@ -15,10 +16,10 @@ import pytest
 import torch
 
 from anyup_dense import build_upsampler
+from anyup_dense.checkpoints import (DEFAULT_DOWNLOAD_TIMEOUT, DOWNLOAD_TIMEOUT_ENV, CheckpointDownloadError,
+                                     CheckpointReadError, Release, download_timeout, load_checkpoint, releases)
 from anyup_dense.upsamplers.anyup import RELEASES
-from anyup_dense.upsamplers.checkpoint import (DEFAULT_DOWNLOAD_TIMEOUT, DOWNLOAD_TIMEOUT_ENV, CheckpointDownloadError,
-                                               CheckpointReadError, download_timeout, load_checkpoint_file)
-from conftest import load_fixture, relative_errors
+from helpers import load_fixture, relative_errors
 
 CASE = "anyup_released_c100_down.pt"
 MISSING_BYTES = 100  # what the "truncated" route leaves out of its body
@@ -129,7 +130,7 @@ def test_failed_download_names_url_and_offline_remedy(server, cache_dir, route, 
 
 def test_dropped_connection_is_not_a_raw_http_error(server, cache_dir):
     with pytest.raises(OSError) as info:
-        load_checkpoint_file(f"{server}/drop/x.pth", {}, progress=False)
+        load_checkpoint(f"{server}/drop/x.pth", {}, progress=False)
     assert type(info.value) is CheckpointDownloadError
     assert isinstance(info.value.__cause__, http.client.RemoteDisconnected)
 
@@ -170,7 +171,7 @@ def test_corrupt_local_file_is_named(tmp_path):
     path = tmp_path / "weights.pth"
     path.write_bytes(b"\x00" * 64)
     with pytest.raises(CheckpointReadError, match=f"could not read checkpoint file {path}. \\(torch.load: "):
-        load_checkpoint_file(str(path), {})
+        load_checkpoint(str(path), {})
 
 
 @pytest.mark.parametrize("content", [torch.ones(3), [torch.ones(3)], 7], ids=["Tensor", "list", "int"])
@@ -186,14 +187,15 @@ def test_pathlib_path(tmp_path, case):
     path = tmp_path / "anyup_paper"  # a Path is always a path, even when it spells a release name
     torch.save(case["state_dict"], path)
     assert_matches_case(build_upsampler("anyup", pretrained=path), case)
-    assert load_checkpoint_file(path, {"anyup_paper": "file:///nowhere.pth"}).keys() == case["state_dict"].keys()
+    table = releases(Release("anyup_paper", "file:///nowhere.pth"))
+    assert load_checkpoint(path, table).keys() == case["state_dict"].keys()
     with pytest.raises(FileNotFoundError, match="neither a release name"):
-        load_checkpoint_file(tmp_path / "missing.pth", RELEASES)
+        load_checkpoint(tmp_path / "missing.pth", RELEASES)
 
 
 def test_true_is_the_first_release(server, cache_dir, case, monkeypatch):
-    monkeypatch.setitem(RELEASES, "anyup_paper", f"{server}/good/anyup_paper.pth")
-    monkeypatch.setitem(RELEASES, "anyup_multi_backbone", f"{server}/missing/anyup_multi_backbone.pth")
+    for name, route in (("anyup_paper", "good"), ("anyup_multi_backbone", "missing")):
+        monkeypatch.setitem(RELEASES, name, dataclasses.replace(RELEASES[name], url=f"{server}/{route}/{name}.pth"))
     assert list(RELEASES)[0] == "anyup_paper"
     assert_matches_case(build_upsampler("anyup", pretrained=True, progress=False), case)
     assert (cache_dir / "anyup_paper.pth").is_file()
@@ -203,9 +205,9 @@ def test_true_is_the_first_release(server, cache_dir, case, monkeypatch):
 def test_sources_that_name_no_file(source):
     with pytest.raises(ValueError, match=f"pretrained={source!r}: expected True, a release name \\(releases: "
                                          f"'anyup_paper', 'anyup_multi_backbone'\\), a URL or a path"):
-        load_checkpoint_file(source, RELEASES)
+        load_checkpoint(source, RELEASES)
     with pytest.raises(ValueError, match="pretrained=True: there is no default release"):
-        load_checkpoint_file(True, {})
+        load_checkpoint(True, {})
 
 
 @pytest.mark.parametrize("variable", ["ANYUP_DENSE_OFFLINE", "HF_HUB_OFFLINE"])

@@ -16,9 +16,9 @@ from mmengine.registry import init_default_scope
 from mmseg.registry import MODELS
 
 import anyup_dense.integrations.mmseg  # noqa: F401  (registers the modules)
-import anyup_dense.upsamplers.checkpoint as checkpoint_module
+import anyup_dense.checkpoints.loader as checkpoint_module
 from anyup_dense.integrations.mmseg.cli import use_checkpoint_weights
-from conftest import load_tool
+from helpers import load_tool
 from mmseg_helpers import CONFIGS, batch, tiny_config
 
 TINY_VIT = dict(type="TimmViT", model_name="vit_small_patch14_dinov2", pretrained=None, img_size=56, depth=1,
@@ -121,6 +121,7 @@ def write_checkpoint(model: torch.nn.Module, path, drop: str = "") -> str:
     return str(path)
 
 
+@pytest.mark.slow
 def test_test_tool_evaluates_offline_from_the_checkpoint(synthetic_root, tmp_path, no_downloads):
     """The config asks for timm's backbone weights and the AnyUp release; with a checkpoint
     that holds both, tools/test.py builds without them and gives the metrics of the same

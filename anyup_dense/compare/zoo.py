@@ -7,42 +7,18 @@ Weights: the official release matching the backbone when one exists and is eithe
 torch.hub cache already or ``allow_download`` is set (a failed download falls back to random
 weights and says why); otherwise random weights. ``entry.weights`` says which.
 """
-import os
+import sys
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Optional
+from typing import Dict, Optional
 
-import torch
 import torch.nn as nn
 
-from anyup_dense.registry import build_upsampler
-from anyup_dense.upsamplers import anyup, jafar, loftup, naf, uplift
-from anyup_dense.upsamplers.checkpoint import hub_cache_path, url_file_name
+from anyup_dense.backbones.featurizer import backbone_featurizer
+from anyup_dense.checkpoints import Release, cached_release, release_for_backbone
+from anyup_dense.registry import UPSAMPLERS
+from anyup_dense.upsamplers import build_upsampler
 from anyup_dense.upsamplers.featup_implicit_layers import window_count
 
-DINOV2_S = "vit_small_patch14_dinov2.lvd142m"
-DINOV2_S_REG = "vit_small_patch14_reg4_dinov2.lvd142m"
-DINOV2_B = "vit_base_patch14_dinov2.lvd142m"
-DINOV2_B_REG = "vit_base_patch14_reg4_dinov2.lvd142m"
-
-# upsampler -> {timm backbone (None: any) -> release name}
-RELEASE_FOR: Dict[str, Dict[Optional[str], str]] = {
-    "anyup": {None: "anyup_paper"},  # feature-agnostic
-    "naf": {None: "naf_release"},  # feature-agnostic
-    "jafar": {name: name for name in jafar.RELEASES},
-    "loftup": {DINOV2_S: "loftup_dinov2s", DINOV2_S_REG: "loftup_dinov2s_reg", DINOV2_B: "loftup_dinov2b",
-               DINOV2_B_REG: "loftup_dinov2b_reg"},
-    "featup_jbu": {DINOV2_S: "dinov2"},
-    "uplift": {DINOV2_S: "dinov2-s14"},
-}
-# upsampler -> the torch.hub cache file name of one of its releases
-_CACHE_FILE: Dict[str, Callable[[str], str]] = {
-    "anyup": lambda name: url_file_name(anyup.RELEASES[name]),
-    "naf": lambda name: url_file_name(naf.RELEASES[name]),
-    "jafar": lambda name: url_file_name(jafar.RELEASES[name]),
-    "loftup": lambda name: loftup.RELEASE_FILE_NAMES[name],
-    "featup_jbu": lambda name: f"featup_{name}_jbu_stack_cocostuff.ckpt",
-    "uplift": lambda name: url_file_name(uplift.RELEASES[name]),
-}
 # Per-image fitting methods and their official fit lengths; on CPU they run CPU_FIT_STEPS steps
 # (FeatUp implicit: about 12 s of CPU per step at 224, so one step only shows the pipeline).
 OFFICIAL_FIT_STEPS = {"upsample_anything": 51, "featup_implicit": 1200}
@@ -59,28 +35,22 @@ class Entry:
     notes: str = ""
 
 
+def release_table(name: str) -> Dict[str, Release]:
+    """The release table of registered upsampler ``name``: the ``RELEASES`` of the module that
+    defines its builder (empty when it has none)."""
+    return getattr(sys.modules[UPSAMPLERS.get(name).__module__], "RELEASES", {})
+
+
 def release_for(name: str, backbone: str) -> Optional[str]:
-    """The official release of upsampler ``name`` for timm ``backbone``, or ``None``."""
-    table = RELEASE_FOR.get(name, {})
-    return table.get(backbone, table.get(None))
+    """The official release of upsampler ``name`` for timm ``backbone`` (one trained on it, else
+    a feature-agnostic one), or ``None``."""
+    release = release_for_backbone(release_table(name), backbone)
+    return None if release is None else release.name
 
 
 def cached(name: str, release: str) -> bool:
     """Whether ``release`` of upsampler ``name`` is in torch.hub's cache (never downloads)."""
-    return os.path.isfile(hub_cache_path(_CACHE_FILE[name](release)))
-
-
-def _featurizer(vit: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
-    """ImageNet-normalised crops [N,3,R,R] -> the ViT's last map [N,C,R/p,R/p] (FeatSharp's tiles)."""
-    imagenet_mean = torch.tensor((0.485, 0.456, 0.406)).view(1, 3, 1, 1)
-    imagenet_std = torch.tensor((0.229, 0.224, 0.225)).view(1, 3, 1, 1)
-    mean, std = torch.tensor(vit.mean).view(1, 3, 1, 1), torch.tensor(vit.std).view(1, 3, 1, 1)
-
-    def featurize(crops: torch.Tensor) -> torch.Tensor:
-        rgb = crops * imagenet_std.to(crops) + imagenet_mean.to(crops)
-        return vit((rgb - mean.to(crops)) / std.to(crops))[-1]
-
-    return featurize
+    return cached_release(release_table(name)[release]) is not None
 
 
 def architecture_kwargs(name: str, dim: int, patch_size: int, image_size: int,
@@ -128,7 +98,7 @@ def build_for_backbone(name: str, vit: nn.Module, image_size: int, allow_downloa
         upsampler = build_upsampler(name, **kwargs)
         if not any(p.numel() for p in upsampler.parameters()):
             weights = "none (has no weights)"
-    call_kwargs = dict(featurizer=_featurizer(vit)) if getattr(upsampler, "requires_featurizer", False) else {}
+    call_kwargs = dict(featurizer=backbone_featurizer(vit)) if getattr(upsampler, "requires_featurizer", False) else {}
     if name == "featsharp":
         notes.append("ViT as featurizer (1 + 4 passes)")
     return Entry(name, upsampler.eval(), weights, call_kwargs, "; ".join(notes))

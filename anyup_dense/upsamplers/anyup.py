@@ -20,19 +20,23 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from anyup_dense.ops.window_attention import check_chunk_size, check_window_ratio, window_attention
+from anyup_dense.ops.chunking import check_chunk_size
+from anyup_dense.ops.window_geometry import check_window_ratio
+from anyup_dense.checkpoints import Release, load_state_dict_strict, load_weights, releases
 from anyup_dense.registry import UPSAMPLERS
 from anyup_dense.upsamplers.anyup_layers import FeatureAgnosticLayer, PositionalModulation, ResBlock
+from anyup_dense.upsamplers.attention_backend import window_attention
 from anyup_dense.upsamplers.base import Upsampler, keep_as_buffers
 from anyup_dense.upsamplers.precision import forward_in_float32
 from anyup_dense.upsamplers.recompute import recompute_in_backward
-from anyup_dense.upsamplers.checkpoint import load_checkpoint_file, load_state_dict_strict
 
-RELEASES = {
-    "anyup_paper": "https://github.com/wimmerth/anyup/releases/download/checkpoint/anyup_paper.pth",
-    "anyup_multi_backbone":
-        "https://github.com/wimmerth/anyup/releases/download/checkpoint_v2/anyup_multi_backbone.pth",
-}
+_URL = "https://github.com/wimmerth/anyup/releases/download/"
+RELEASES = releases(
+    Release("anyup_paper", _URL + "checkpoint/anyup_paper.pth", licence="CC-BY-4.0",
+            trained_on="DINOv2 ViT-S/14 features (the paper's model); used for any backbone"),
+    Release("anyup_multi_backbone", _URL + "checkpoint_v2/anyup_multi_backbone.pth", licence="CC-BY-4.0",
+            trained_on="DINOv2-S/14, DINOv2-S/14-reg4, CLIP-B/16, SigLIP-B/16 and ViT-B/16 features"),
+)
 
 
 def _encoder(first: nn.Module, first_width: int, width: int) -> nn.Sequential:
@@ -168,10 +172,10 @@ def build_anyup(pretrained: Union[None, bool, str, os.PathLike] = None, progress
     (``str`` or ``pathlib.Path``), or ``None``/``False`` (random).
 
     Checkpoints are plain official state_dicts; any missing, unexpected or mis-shaped key
-    raises :class:`~anyup_dense.upsamplers.checkpoint.CheckpointMismatchError` listing them.
+    raises :class:`~anyup_dense.checkpoints.CheckpointMismatchError` listing them.
     """
     model = AnyUp(**kwargs)
     if pretrained is not None and pretrained is not False:
-        state_dict = load_checkpoint_file(pretrained, RELEASES, progress=progress)
+        state_dict = load_weights(pretrained, RELEASES, progress=progress)
         load_state_dict_strict(model, state_dict, source=f"AnyUp checkpoint {pretrained!r}")
     return model.eval()

@@ -1,6 +1,6 @@
 """FeatSharp (Ranzinger et al., ICML 2025): JBU upsampling fused with tiled high-resolution features.
 
-Written from the published description (``shared/specs/featsharp.md``), not from the official
+Written from the published description (arXiv 2502.16025), not from the official
 code, which is under NVIDIA's non-commercial licence. Paper configuration: inputs JBU + tiles,
 one fusion level, optional ``no-ln``. Notation: R model resolution, p patch size, L = R // p
 the low-res grid, u the upsampling factor, N = u * L the output grid, D the feature dim.
@@ -21,21 +21,18 @@ The native output is always N x N (square, whatever the image's aspect ratio). `
 (align_corners=False); pass ``output_size=model.hr_size`` for the native map.
 """
 import os
-from typing import Callable, Optional, Union
+from typing import Optional, Union
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from anyup_dense.checkpoints import load_checkpoint, load_state_dict_strict
 from anyup_dense.registry import UPSAMPLERS
-from anyup_dense.upsamplers.base import SizeArg, Upsampler, validate_inputs
-from anyup_dense.upsamplers.checkpoint import load_checkpoint_file, load_state_dict_strict
-from anyup_dense.upsamplers.featsharp_checkpoint import convert_official_state_dict
+from anyup_dense.upsamplers.base import Featurizer, SizeArg, Upsampler, validate_inputs
+from anyup_dense.upsamplers.featsharp_checkpoint import convert_official_state_dict, model_state
 from anyup_dense.upsamplers.featsharp_fusion import FusionBlock
 from anyup_dense.upsamplers.featsharp_jbu import FeatSharpJBU
-
-Featurizer = Callable[[torch.Tensor], torch.Tensor]
-SUPPORTED_TYPES = ("featsharp", "featsharp.no-ln")
 
 
 class PhiSNormalizer(nn.Module):
@@ -59,18 +56,18 @@ class PhiSNormalizer(nn.Module):
         return torch.einsum("dc,bchw->bdhw", self.inv_rotation, y) / self.alpha + self.mean[:, None, None]
 
 
-def low_res_views(image: torch.Tensor, resolution: int) -> torch.Tensor:
+def low_res_views(image: torch.Tensor, model_resolution: int) -> torch.Tensor:
     """image [B, 3, H, W] -> [B, 3, R, R] (bilinear, align_corners=False)."""
-    return F.interpolate(image, size=(resolution, resolution), mode="bilinear", align_corners=False)
+    return F.interpolate(image, size=(model_resolution, model_resolution), mode="bilinear", align_corners=False)
 
 
-def tile_crops(image: torch.Tensor, resolution: int, factor: int) -> torch.Tensor:
+def tile_crops(image: torch.Tensor, model_resolution: int, factor: int) -> torch.Tensor:
     """image [B, 3, H, W] -> the u x u tiles of the image resized to uR x uR: [B*u*u, 3, R, R],
     ordered (b, tile_row, tile_col)."""
     b, c = image.shape[:2]
-    big = F.interpolate(image, size=(factor * resolution,) * 2, mode="bilinear", align_corners=False)
-    tiles = big.view(b, c, factor, resolution, factor, resolution).permute(0, 2, 4, 1, 3, 5)
-    return tiles.reshape(b * factor * factor, c, resolution, resolution)
+    big = F.interpolate(image, size=(factor * model_resolution,) * 2, mode="bilinear", align_corners=False)
+    tiles = big.view(b, c, factor, model_resolution, factor, model_resolution).permute(0, 2, 4, 1, 3, 5)
+    return tiles.reshape(b * factor * factor, c, model_resolution, model_resolution)
 
 
 def assemble_tiles(tile_features: torch.Tensor, batch: int, factor: int) -> torch.Tensor:
@@ -161,12 +158,13 @@ class FeatSharp(Upsampler):
                              f"{self.model_resolution}x{self.model_resolution}; got "
                              f"{features.shape[-2]}x{features.shape[-1]}")
         tiles = self._raw_tile_features(image, tile_features, featurizer)
-        out = self.upsample_native(features, image, tiles)
+        out = self.upsample_with_tiles(features, image, tiles)
         if tuple(out.shape[-2:]) != tuple(size):
             out = F.interpolate(out, size=size, mode="bilinear", align_corners=False)
         return out
 
-    def upsample_native(self, features: torch.Tensor, image: torch.Tensor, tile_features: torch.Tensor) -> torch.Tensor:
+    def upsample_with_tiles(self, features: torch.Tensor, image: torch.Tensor,
+                            tile_features: torch.Tensor) -> torch.Tensor:
         """Raw features [B,D,L,L], image [B,3,H,W], raw tiles [B,D,N,N] -> [B,D,N,N] (no validation)."""
         n, repeats = self.hr_size, self.lr_size
         guidance = F.interpolate(image, size=(n, n), mode="bilinear", align_corners=False)
@@ -175,22 +173,6 @@ class FeatSharp(Upsampler):
         tokens = torch.cat([jbu, self.standardize(tile_features) + tile_bias], dim=1).permute(0, 2, 3, 1)
         out = self.block(tokens).permute(0, 3, 1, 2)
         return self.normalizer.denormalize(out) if self.denormalize else out
-
-
-def _checkpoint_state(checkpoint: dict, upsample_factor: int, no_ln: bool) -> dict:
-    """The ``model_state`` of a training checkpoint (checking ``upsample_args``) or a plain state_dict."""
-    if "model_state" not in checkpoint:
-        return checkpoint
-    args = checkpoint.get("upsample_args") or {}
-    expected_type = "featsharp.no-ln" if no_ln else "featsharp"
-    if args.get("type", expected_type) not in SUPPORTED_TYPES:
-        raise ValueError(f"checkpoint upsampler type {args['type']!r} is not supported "
-                         f"(supported: {', '.join(SUPPORTED_TYPES)})")
-    if args.get("type", expected_type) != expected_type:
-        raise ValueError(f"checkpoint upsampler type {args['type']!r} needs no_ln={not no_ln}")
-    if args.get("factor", upsample_factor) != upsample_factor:
-        raise ValueError(f"checkpoint was trained for upsample_factor={args['factor']}, got {upsample_factor}")
-    return checkpoint["model_state"]
 
 
 @UPSAMPLERS.register("featsharp")
@@ -205,7 +187,7 @@ def build_featsharp(dim: int, upsample_factor: int = 2, model_resolution: int = 
     """
     model = FeatSharp(dim, upsample_factor, model_resolution, patch_size, no_ln=no_ln, **kwargs)
     if pretrained is not None and pretrained is not False:
-        checkpoint = load_checkpoint_file(pretrained, {})
-        state = convert_official_state_dict(_checkpoint_state(checkpoint, upsample_factor, no_ln))
+        checkpoint = load_checkpoint(pretrained, {})
+        state = convert_official_state_dict(model_state(checkpoint, upsample_factor, no_ln))
         load_state_dict_strict(model, state, source=f"FeatSharp checkpoint {pretrained!r}")
     return model.eval()

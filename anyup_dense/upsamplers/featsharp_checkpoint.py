@@ -1,6 +1,7 @@
 """FeatSharp checkpoints: training-checkpoint key names and the spectral re-parametrisation.
 
-A training checkpoint (``last.pth.tar``) holds ``model_state`` with prefixes ``upsampler.``,
+A training checkpoint (``last.pth.tar``) holds ``upsample_args`` (checked by :func:`model_state`)
+and ``model_state`` with prefixes ``upsampler.``,
 ``normalizer.``, ``bias_buffer.`` and training-only ``downsampler.`` / ``scale_net.``; its
 ``nn.Linear`` weights may be stored spectrally re-parametrised, per row chunk k:
 
@@ -31,6 +32,7 @@ KEY_PREFIXES: Tuple[Tuple[str, str], ...] = (
     ("normalizer.", "normalizer."),
 )
 TRAINING_ONLY_PREFIXES = ("downsampler.", "scale_net.")
+SUPPORTED_TYPES = ("featsharp", "featsharp.no-ln")  # upsample_args["type"] values this package builds
 
 
 def bake_spectral_chunk(weight: torch.Tensor, sn_scale: torch.Tensor, u: torch.Tensor, v: torch.Tensor,
@@ -103,3 +105,20 @@ def convert_official_state_dict(model_state: Mapping[str, torch.Tensor]) -> Dict
                 break
         converted[key] = value
     return converted
+
+
+def model_state(checkpoint: Mapping, upsample_factor: int, no_ln: bool) -> Mapping[str, torch.Tensor]:
+    """The ``model_state`` of a training checkpoint (checking its ``upsample_args`` against
+    ``upsample_factor`` and ``no_ln``), or ``checkpoint`` itself when it is a plain state_dict."""
+    if "model_state" not in checkpoint:
+        return checkpoint
+    args = checkpoint.get("upsample_args") or {}
+    expected_type = "featsharp.no-ln" if no_ln else "featsharp"
+    if args.get("type", expected_type) not in SUPPORTED_TYPES:
+        raise ValueError(f"checkpoint upsampler type {args['type']!r} is not supported "
+                         f"(supported: {', '.join(SUPPORTED_TYPES)})")
+    if args.get("type", expected_type) != expected_type:
+        raise ValueError(f"checkpoint upsampler type {args['type']!r} needs no_ln={not no_ln}")
+    if args.get("factor", upsample_factor) != upsample_factor:
+        raise ValueError(f"checkpoint was trained for upsample_factor={args['factor']}, got {upsample_factor}")
+    return checkpoint["model_state"]

@@ -18,11 +18,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from anyup_dense.checkpoints import Release, load_state_dict_strict, load_weights, releases, with_release_kwargs
 from anyup_dense.ops.jbu import (apply_jbu_kernel, normalize_kernel, range_kernel, spatial_kernel,
                                  taps_to_pixel_kernels)
 from anyup_dense.registry import UPSAMPLERS
 from anyup_dense.upsamplers.base import Upsampler
-from anyup_dense.upsamplers.checkpoint import load_checkpoint_file, load_state_dict_strict
+from anyup_dense.upsamplers.channel_norm import LayerNorm2d
 
 NUM_LEVELS = 4
 FIXUP_WEIGHT = 0.1
@@ -40,20 +41,24 @@ def release_name(backbone: str, use_norm: bool) -> str:
     return backbone if use_norm else f"{backbone}_no_norm"
 
 
-RELEASES: Dict[str, str] = {
-    release_name(backbone, use_norm): CHECKPOINT_URL.format(exp_dir="" if use_norm else "no_norm/",
-                                                             backbone=backbone)
-    for backbone in BACKBONE_CHANNELS
-    for use_norm in (True, False)
-    if use_norm is False or backbone not in NORM_FREE_ONLY
-}
+# The timm backbones whose features a hub entry's backbone gives (the others have no timm twin here).
+TIMM_BACKBONES = {"dinov2": ("vit_small_patch14_dinov2.lvd142m",)}
 
 
-class ChannelNorm(nn.LayerNorm):
-    """LayerNorm over the channels of a [B, C, H, W] map, per pixel (FeatUp's ``ChannelNorm``)."""
+def _release(backbone: str, use_norm: bool) -> Release:
+    """The Lightning checkpoint of hub entry ``backbone`` (trained on COCO-Stuff images)."""
+    name = release_name(backbone, use_norm)
+    return Release(name, CHECKPOINT_URL.format(exp_dir="" if use_norm else "no_norm/", backbone=backbone),
+                   layout="lightning", file_name=f"featup_{name}_jbu_stack_cocostuff.ckpt",
+                   backbones=TIMM_BACKBONES.get(backbone, ()), licence="MIT",
+                   trained_on=f"FeatUp's {backbone!r} features ({BACKBONE_CHANNELS[backbone]} channels) on COCO-Stuff",
+                   build_kwargs=dict(dim=BACKBONE_CHANNELS[backbone], use_norm=use_norm))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+RELEASES = releases(*(_release(backbone, use_norm)
+                      for backbone in BACKBONE_CHANNELS
+                      for use_norm in (True, False)
+                      if use_norm is False or backbone not in NORM_FREE_ONLY))
 
 
 def _pointwise_mlp(cin: int, hidden: int, cout: int, dropout: float) -> nn.Sequential:
@@ -104,7 +109,7 @@ class FeatUpJBU(Upsampler):
                  check_finite: bool = False):
         super().__init__(check_finite=check_finite)
         self.expected_channels = dim
-        self.channel_norm = ChannelNorm(dim) if use_norm else None
+        self.channel_norm = LayerNorm2d(dim, eps=1e-5) if use_norm else None  # FeatUp's ChannelNorm
         self.levels = nn.ModuleList(JBULevel(guidance_dim, key_dim, radius) for _ in range(NUM_LEVELS))
         self.residual_dropout = nn.Dropout2d(0.2)
         self.residual_conv = nn.Conv2d(dim, dim, 1)
@@ -171,26 +176,28 @@ def _resolve_dim(backbone: Optional[str], dim: Optional[int], use_norm: bool) ->
 
 
 @UPSAMPLERS.register("featup_jbu")
-def build_featup_jbu(backbone: Optional[str] = None, dim: Optional[int] = None, use_norm: bool = True,
+def build_featup_jbu(backbone: Optional[str] = None, dim: Optional[int] = None, use_norm: Optional[bool] = None,
                      pretrained: Union[None, bool, str] = None, progress: bool = True, **kwargs) -> FeatUpJBU:
     """FeatUp JBU stack for a hub ``backbone`` (vit, dino16, dinov2, clip, maskclip, resnet50) or ``dim``.
 
+    ``use_norm``: apply ChannelNorm first (default: True, or as the release named by ``pretrained``).
     ``pretrained``: ``True`` (the official checkpoint for ``backbone`` and ``use_norm``), a release
-    name (``"dinov2"``, ``"dinov2_no_norm"``, ...), a URL (incl. ``file://``), a local path, or
-    ``None``/``False`` (random init). Files are FeatUp's Lightning checkpoints (weights under
-    ``"state_dict"``, official key names) or plain state_dicts; the backbone and training-only keys are
-    dropped, everything else must match exactly (unlike upstream's ``strict=False``), else
-    :class:`~anyup_dense.upsamplers.checkpoint.CheckpointMismatchError` lists the keys.
+    name (``"dinov2"``, ``"dinov2_no_norm"``, ...; these set ``dim`` and ``use_norm``), a URL (incl.
+    ``file://``), a local path, or ``None``/``False`` (random init). Files are FeatUp's Lightning
+    checkpoints (weights under ``"state_dict"``, official key names) or, given as a path or URL,
+    plain state_dicts; the backbone and training-only keys are dropped, everything else must match
+    exactly (unlike upstream's ``strict=False``), else
+    :class:`~anyup_dense.checkpoints.CheckpointMismatchError` lists the keys.
     """
-    model = FeatUpJBU(_resolve_dim(backbone, dim, use_norm), use_norm=use_norm, **kwargs)
     if pretrained is True:
         if backbone is None:
             raise ValueError("pretrained=True needs backbone= to pick the official checkpoint")
-        pretrained = release_name(backbone, use_norm)
+        pretrained = release_name(backbone, use_norm is not False)
+    sizes = with_release_kwargs(pretrained or None, RELEASES, dict(dim=dim, use_norm=use_norm))
+    use_norm = sizes["use_norm"] is not False
+    model = FeatUpJBU(_resolve_dim(backbone, sizes["dim"], use_norm), use_norm=use_norm, **kwargs)
     if pretrained:
-        file_name = f"featup_{pretrained}_jbu_stack_cocostuff.ckpt" if pretrained in RELEASES else None
-        checkpoint = load_checkpoint_file(pretrained, RELEASES, progress=progress, file_name=file_name)
-        state_dict = checkpoint.get("state_dict", checkpoint)
+        state_dict = load_weights(pretrained, RELEASES, progress=progress)
         load_state_dict_strict(model, convert_official_state_dict(state_dict),
                                source=f"FeatUp JBU checkpoint {pretrained!r}")
     return model.eval()

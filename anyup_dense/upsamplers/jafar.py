@@ -25,37 +25,47 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from anyup_dense.checkpoints import Release, load_state_dict_strict, load_weights, releases
 from anyup_dense.registry import UPSAMPLERS
 from anyup_dense.upsamplers.anyup_layers import PositionalModulation
 from anyup_dense.upsamplers.base import Upsampler, keep_as_buffers
-from anyup_dense.upsamplers.checkpoint import load_checkpoint_file, load_state_dict_strict
 from anyup_dense.upsamplers.jafar_layers import GROUPS, SFT, check_chunk_option, encoder, global_attention
 from anyup_dense.upsamplers.recompute import recompute_in_backward
 
 _RELEASE_URL = "https://github.com/PaulCouairon/JAFAR/releases/download/Weights/{}.pth"
-# One checkpoint per backbone (timm name); the first is the default (pretrained=True).
 # The README labels "ViT-B-16" and "ViT-B-16-DINO" are swapped relative to their files: the
 # names here follow the files, which upstream's later hubconf also maps this way
 # (dino_b -> vit_base_patch16_224.dino, vit_b -> vit_base_patch16_224): the ".dino" file is
 # DINO ViT-B/16, the other supervised ViT-B/16. The README at 94d4d54 lists the first seven;
 # the DINOv3 and RADIO v2.5 files were announced later (names from that hubconf and from
 # napari-convpaint, which loads the DINOv3-S+ and DINOv2-S-reg4 files strictly).
-RELEASES = {name: _RELEASE_URL.format(name) for name in (
-    "vit_small_patch14_dinov2.lvd142m",        # DINOv2 ViT-S/14, C=384
-    "vit_base_patch14_dinov2.lvd142m",         # DINOv2 ViT-B/14, C=768
-    "vit_small_patch14_reg4_dinov2",           # DINOv2 ViT-S/14 with 4 registers, C=384
-    "vit_base_patch16_224.dino",               # DINO ViT-B/16, C=768 (README label "ViT-B-16")
-    "vit_base_patch16_224",                    # supervised ViT-B/16, C=768 (README label "ViT-B-16-DINO")
-    "vit_base_patch16_clip_384",               # OpenAI CLIP ViT-B/16 @384, C=768
-    "vit_base_patch16_siglip_512.v2_webli",    # SigLIP2 ViT-B/16 @512, C=768
-    "vit_small_patch16_dinov3.lvd1689m",       # DINOv3 ViT-S/16, C=384
-    "vit_small_plus_patch16_dinov3.lvd1689m",  # DINOv3 ViT-S+/16, C=384
-    "vit_base_patch16_dinov3.lvd1689m",        # DINOv3 ViT-B/16, C=768
-    "vit_large_patch16_dinov3.lvd1689m",       # DINOv3 ViT-L/16, C=1024
-    "radio_v2.5-b",                            # RADIO v2.5-B, C=768 (image in [0, 1])
-    "radio_v2.5-l",                            # RADIO v2.5-L, C=1024
-    "radio_v2.5-h",                            # RADIO v2.5-H, C=1280
-)}
+# Each file is a training dict ({"jafar": state_dict, "optimizer_jafar", "epoch", "cfg"}).
+
+
+def _release(name: str, trained_on: str, *aliases: str) -> Release:
+    """The JAFAR checkpoint for the backbone named ``name`` (timm's name, or RADIO's)."""
+    return Release(name, _RELEASE_URL.format(name), layout="training_dict", weights_key="jafar",
+                   backbones=(name, *aliases), trained_on=trained_on, licence="Apache-2.0")
+
+
+# One checkpoint per backbone; the first is the default (pretrained=True).
+RELEASES = releases(
+    _release("vit_small_patch14_dinov2.lvd142m", "DINOv2 ViT-S/14, C=384"),
+    _release("vit_base_patch14_dinov2.lvd142m", "DINOv2 ViT-B/14, C=768"),
+    _release("vit_small_patch14_reg4_dinov2", "DINOv2 ViT-S/14 with 4 registers, C=384",
+             "vit_small_patch14_reg4_dinov2.lvd142m"),
+    _release("vit_base_patch16_224.dino", 'DINO ViT-B/16, C=768 (README label "ViT-B-16")'),
+    _release("vit_base_patch16_224", 'supervised ViT-B/16, C=768 (README label "ViT-B-16-DINO")'),
+    _release("vit_base_patch16_clip_384", "OpenAI CLIP ViT-B/16 @384, C=768"),
+    _release("vit_base_patch16_siglip_512.v2_webli", "SigLIP2 ViT-B/16 @512, C=768"),
+    _release("vit_small_patch16_dinov3.lvd1689m", "DINOv3 ViT-S/16, C=384"),
+    _release("vit_small_plus_patch16_dinov3.lvd1689m", "DINOv3 ViT-S+/16, C=384"),
+    _release("vit_base_patch16_dinov3.lvd1689m", "DINOv3 ViT-B/16, C=768"),
+    _release("vit_large_patch16_dinov3.lvd1689m", "DINOv3 ViT-L/16, C=1024"),
+    _release("radio_v2.5-b", "RADIO v2.5-B, C=768 (image in [0, 1])"),
+    _release("radio_v2.5-l", "RADIO v2.5-L, C=1024"),
+    _release("radio_v2.5-h", "RADIO v2.5-H, C=1280"),
+)
 
 BACKENDS = ("chunked", "dense")
 
@@ -231,14 +241,6 @@ def _check_config(qk_dim: int, num_heads: int, kernel_size: int, backend: str) -
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
 
 
-def load_jafar_state_dict(source, progress: bool = True) -> dict:
-    """The JAFAR state_dict at ``source`` (release name, URL or path): the ``"jafar"`` entry of
-    an official training checkpoint (whose pickled OmegaConf ``cfg`` is read through
-    :class:`OmegaConfStandIn`, without omegaconf), or a plain state_dict."""
-    checkpoint = load_checkpoint_file(source, RELEASES, progress=progress, safe_globals=CHECKPOINT_SAFE_GLOBALS)
-    return checkpoint.get("jafar", checkpoint)
-
-
 @UPSAMPLERS.register("jafar")
 def build_jafar(pretrained=None, progress: bool = True, input_dim: int = 3, qk_dim: int = 128,
                 v_dim: Optional[int] = None, kernel_size: int = 1, num_heads: int = 4,
@@ -249,10 +251,13 @@ def build_jafar(pretrained=None, progress: bool = True, input_dim: int = 3, qk_d
     ``v_dim=None`` takes the width from the checkpoint (384 without one). Official training
     checkpoints (``{"jafar": state_dict, "optimizer_jafar", "epoch", "cfg"}``) and plain
     state_dicts both load; any missing, unexpected or mis-shaped key raises
-    :class:`~anyup_dense.upsamplers.checkpoint.CheckpointMismatchError` listing them.
-    ``options``: :class:`JAFAR`'s ``backend``, ``max_pixels_per_chunk``, ``check_finite``.
+    :class:`~anyup_dense.checkpoints.CheckpointMismatchError` listing them. The pickled
+    OmegaConf ``cfg`` of a training checkpoint is read through :class:`OmegaConfStandIn`,
+    without omegaconf. ``options``: :class:`JAFAR`'s ``backend``, ``max_pixels_per_chunk``,
+    ``check_finite``.
     """
-    state_dict = None if pretrained is None else load_jafar_state_dict(pretrained, progress)
+    state_dict = None if pretrained is None else load_weights(pretrained, RELEASES, progress=progress,
+                                                              safe_globals=CHECKPOINT_SAFE_GLOBALS)
     if v_dim is None:
         first_conv = (state_dict or {}).get("key_features_encoder.0.weight")
         v_dim = 384 if first_conv is None else first_conv.shape[1]

@@ -33,7 +33,6 @@ Low precision: a bf16/fp16 model on bf16/fp16 inputs is within a mean relative e
 colour change of 1e-3 into tens of radians): measured 0.38-0.57 (bf16) and 0.16-0.36 (fp16) mean
 relative change of the output at random weights. The image is what LoftUp's pixel features hash.
 """
-import os
 from typing import Dict, Optional, Tuple
 
 import torch
@@ -41,31 +40,37 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from anyup_dense.ops.window_attention import check_chunk_size
+from anyup_dense.checkpoints import (CheckpointMismatchError, Release, hf_url, load_state_dict_strict, load_weights,
+                                    releases, with_release_kwargs)
+from anyup_dense.ops.chunking import check_chunk_size
 from anyup_dense.registry import UPSAMPLERS
 from anyup_dense.upsamplers.base import Upsampler
-from anyup_dense.upsamplers.checkpoint import (CheckpointMismatchError, hub_cache_path, is_url,
-                                               load_checkpoint_file, load_state_dict_strict)
-from anyup_dense.upsamplers.channel_norm import ChannelNorm
+from anyup_dense.upsamplers.channel_norm import ChannelNorm, LayerNorm2d
 from anyup_dense.upsamplers.recompute import records_graph
-from anyup_dense.upsamplers.loftup_layers import (CATransformer, ChannelsFirstLayerNorm,
+from anyup_dense.upsamplers.loftup_layers import (CATransformer,
                                                   FourierFeatures, MinMaxScaler, RunningStatsBatchNorm2d,
                                                   fourier_dtype)
 
-# name -> (Hugging Face repo, feature width, lr_size of the official hub entry)
-_HF_RELEASES: Dict[str, Tuple[str, int, int]] = {
-    "loftup_dinov2s": ("haiwen/loftup-dinov2s", 384, 16),
-    "loftup_dinov2s_reg": ("haiwen/loftup-dinov2s_reg", 384, 16),
-    "loftup_dinov2b": ("haiwen/loftup-dinov2b", 768, 14),
-    "loftup_dinov2b_reg": ("haiwen/loftup-dinov2b_reg", 768, 14),
-    "loftup_clip": ("haiwen/loftup-clip", 512, 14),
-    "loftup_siglip": ("haiwen/loftup-siglip", 768, 14),
-    "loftup_siglip2": ("haiwen/loftup-siglip2", 768, 14),
-}
-RELEASES = {name: f"https://huggingface.co/{repo}/resolve/main/pytorch_model.bin"
-            for name, (repo, _, _) in _HF_RELEASES.items()}
-# Every release file is called pytorch_model.bin: give each its own name in torch.hub's cache.
-RELEASE_FILE_NAMES = {name: f"{repo.split('/')[1]}_pytorch_model.bin" for name, (repo, _, _) in _HF_RELEASES.items()}
+
+def _release(name: str, repo: str, dim: int, lr_size: int, trained_on: str, *backbones: str) -> Release:
+    """The ``pytorch_model.bin`` of a torch.hub entry, with the ``dim``/``lr_size`` it builds."""
+    # Every release file is called pytorch_model.bin: give each its own name in torch.hub's cache.
+    return Release(name, hf_url(repo, "pytorch_model.bin"), file_name=f"{repo.split('/')[1]}_pytorch_model.bin",
+                   backbones=backbones, trained_on=trained_on, licence="MIT",
+                   build_kwargs=dict(dim=dim, lr_size=lr_size))
+
+
+RELEASES = releases(
+    _release("loftup_dinov2s", "haiwen/loftup-dinov2s", 384, 16, "DINOv2 ViT-S/14", "vit_small_patch14_dinov2.lvd142m"),
+    _release("loftup_dinov2s_reg", "haiwen/loftup-dinov2s_reg", 384, 16, "DINOv2 ViT-S/14 with registers",
+             "vit_small_patch14_reg4_dinov2.lvd142m"),
+    _release("loftup_dinov2b", "haiwen/loftup-dinov2b", 768, 14, "DINOv2 ViT-B/14", "vit_base_patch14_dinov2.lvd142m"),
+    _release("loftup_dinov2b_reg", "haiwen/loftup-dinov2b_reg", 768, 14, "DINOv2 ViT-B/14 with registers",
+             "vit_base_patch14_reg4_dinov2.lvd142m"),
+    _release("loftup_clip", "haiwen/loftup-clip", 512, 14, "CLIP ViT-B/16 (MaskCLIP patch encodings)"),
+    _release("loftup_siglip", "haiwen/loftup-siglip", 768, 14, "SigLIP ViT-B/16 (open_clip ViT-B-16-SigLIP)"),
+    _release("loftup_siglip2", "haiwen/loftup-siglip2", 768, 14, "SigLIP 2 ViT-B/16 (open_clip ViT-B-16-SigLIP2)"),
+)
 
 LR_PE_FREQS = 5  # the low-res sine PE always uses 5 frequencies (20 channels)
 DEFAULT_MAX_PIXELS_PER_CHUNK = 2 ** 15
@@ -101,9 +106,9 @@ class LoftUpCore(nn.Module):
             nn.Conv2d(fourier_dim, width, 3, padding=1), RunningStatsBatchNorm2d(width), nn.ReLU(),
             nn.Conv2d(width, width, 3, padding=1), RunningStatsBatchNorm2d(width), nn.ReLU())
         if lr_pe_type == "sine":
-            self.final_conv = nn.Sequential(nn.Conv2d(width, dim, 1), ChannelsFirstLayerNorm(dim))
+            self.final_conv = nn.Sequential(nn.Conv2d(width, dim, 1), LayerNorm2d(dim))
         else:
-            self.final_conv = ChannelsFirstLayerNorm(dim)
+            self.final_conv = LayerNorm2d(dim)
         self.ca_transformer = CATransformer(width, num_layers, num_heads, mlp_dim=dim)
 
     def kv_tokens(self, lr_feats: torch.Tensor) -> torch.Tensor:
@@ -205,25 +210,10 @@ class LoftUp(Upsampler):
         return self.upsampler(self.channelnorm(features), guidance, self.max_pixels_per_chunk, self.dense)
 
 
-def _load_safetensors(source: str, progress: bool) -> Dict[str, torch.Tensor]:
-    """A ``.safetensors`` file from a path or URL (downloaded once into torch.hub's cache)."""
-    from safetensors.torch import load_file
-
-    if is_url(source):
-        path = hub_cache_path(os.path.basename(source))
-        if not os.path.isfile(path):
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            torch.hub.download_url_to_file(source, path, progress=progress)
-        source = path
-    if not os.path.isfile(source):
-        raise FileNotFoundError(f"pretrained={source!r} is not an existing .safetensors file")
-    return load_file(source, device="cpu")
-
-
-def load_loftup_state_dict(source: str, progress: bool = True,
-                           assume_identity_channelnorm: bool = False) -> Dict[str, torch.Tensor]:
-    """The official state_dict (``upsampler.*`` and ``channelnorm.*`` keys) from ``source``: a
-    release name (:data:`RELEASES`), a URL or a path, of either official layout:
+def wrapper_state_dict(state_dict: Dict[str, torch.Tensor], source,
+                       assume_identity_channelnorm: bool = False) -> Dict[str, torch.Tensor]:
+    """The wrapper's state_dict (``upsampler.*`` and ``channelnorm.*`` keys) from a file of
+    either official layout (``source`` names it in errors):
 
       * ``pytorch_model.bin`` (what the torch.hub entries load): the wrapper's state_dict;
       * ``model.safetensors`` (``PyTorchModelHubMixin``, pushed by the official ``push_to_hf.py``):
@@ -232,10 +222,6 @@ def load_loftup_state_dict(source: str, progress: bool = True,
         one requires ``assume_identity_channelnorm=True`` (weight 1, bias 0: a guess, exact only
         if the ChannelNorm was never trained).
     """
-    if source.endswith(".safetensors"):
-        state_dict = _load_safetensors(source, progress)
-    else:
-        state_dict = load_checkpoint_file(source, RELEASES, progress=progress, file_name=RELEASE_FILE_NAMES.get(source))
     if any(key.startswith("upsampler.") for key in state_dict):
         return state_dict
     if any(key.startswith("channelnorm.") for key in state_dict):
@@ -260,26 +246,24 @@ def build_loftup(pretrained: Optional[str] = None, progress: bool = True, dim: O
                  assume_identity_channelnorm: bool = False, **other) -> LoftUp:
     """LoftUp with optional weights: a release name (``"loftup_dinov2s"``, ``"loftup_dinov2s_reg"``,
     ``"loftup_dinov2b"``, ``"loftup_dinov2b_reg"``, ``"loftup_clip"``, ``"loftup_siglip"``,
-    ``"loftup_siglip2"``; these set ``dim`` and ``lr_size`` as the official hub entries do), a URL
-    (incl. ``file://``), a local path (``.bin``/``.pt`` state_dict or ``.safetensors``, see
-    :func:`load_loftup_state_dict`), or ``None`` (random weights; ``dim`` required).
+    ``"loftup_siglip2"``; these set ``dim`` and ``lr_size`` as the official hub entries do; ``True``
+    is the first), a URL (incl. ``file://``), a local path (``.bin``/``.pt`` state_dict or
+    ``.safetensors``, see :func:`wrapper_state_dict`), or ``None`` (random weights; ``dim`` required).
 
     The other arguments are the official constructor's (``lr_size`` defaults to 16) plus
     :class:`LoftUp`'s keyword options (``per_image_minmax``, ``max_pixels_per_chunk``, ``dense``,
     ``check_finite``). Any missing, unexpected or mis-shaped key raises
-    :class:`~anyup_dense.upsamplers.checkpoint.CheckpointMismatchError` listing them.
+    :class:`~anyup_dense.checkpoints.CheckpointMismatchError` listing them.
     """
-    if pretrained in _HF_RELEASES:
-        _, release_dim, release_lr_size = _HF_RELEASES[pretrained]
-        if dim is not None and dim != release_dim:
-            raise ValueError(f"dim={dim} does not match release {pretrained!r} (dim {release_dim})")
-        dim = release_dim
-        lr_size = release_lr_size if lr_size is None else lr_size
-    if dim is None:
+    if pretrained is False:
+        pretrained = None
+    sizes = with_release_kwargs(pretrained, RELEASES, dict(dim=dim, lr_size=lr_size))
+    if sizes["dim"] is None:
         raise ValueError("dim (the feature channel count) is required unless pretrained is a release name")
-    model = LoftUp(dim, color_feats, n_freqs, num_heads, num_layers, num_conv_layers,
-                   16 if lr_size is None else lr_size, lr_pe_type, **other)
+    model = LoftUp(sizes["dim"], color_feats, n_freqs, num_heads, num_layers, num_conv_layers,
+                   16 if sizes["lr_size"] is None else sizes["lr_size"], lr_pe_type, **other)
     if pretrained is not None:
-        state_dict = load_loftup_state_dict(pretrained, progress, assume_identity_channelnorm)
+        state_dict = wrapper_state_dict(load_weights(pretrained, RELEASES, progress=progress), pretrained,
+                                        assume_identity_channelnorm)
         load_state_dict_strict(model, state_dict, source=f"LoftUp checkpoint {pretrained!r}")
     return model.eval()

@@ -25,14 +25,16 @@ import torch
 import torch.nn.functional as F
 
 from anyup_dense.ops.neighborhood_attention_dilated import cross_scale_neighborhood_attention
+from anyup_dense.checkpoints import Release, load_state_dict_strict, load_weights, releases
 from anyup_dense.registry import UPSAMPLERS
 from anyup_dense.upsamplers.base import Upsampler
-from anyup_dense.upsamplers.checkpoint import load_checkpoint_file, load_state_dict_strict
 from anyup_dense.upsamplers.naf_layers import GROUPS, ImageEncoder
 
-RELEASES = {
-    "naf_release": "https://github.com/valeoai/NAF/releases/download/model/naf_release.pth",
-}
+RELEASES = releases(
+    Release("naf_release", "https://github.com/valeoai/NAF/releases/download/model/naf_release.pth",
+            licence="Apache-2.0",
+            trained_on="feature-agnostic (attention weights from the image only); one file for every backbone"),
+)
 
 PRE_RESIZE_FACTOR = 4
 
@@ -139,10 +141,10 @@ def build_naf(pretrained: Optional[str] = None, progress: bool = True, **kwargs)
 
     The checkpoint is the official flat state_dict (37 keys for the release, including the
     buffer ``image_encoder.rope.periods``); any missing, unexpected or mis-shaped key raises
-    :class:`~anyup_dense.upsamplers.checkpoint.CheckpointMismatchError` listing them.
+    :class:`~anyup_dense.checkpoints.CheckpointMismatchError` listing them.
     """
     model = NAF(**kwargs)
     if pretrained is not None:
-        state_dict = load_checkpoint_file(pretrained, RELEASES, progress=progress)
+        state_dict = load_weights(pretrained, RELEASES, progress=progress)
         load_state_dict_strict(model, state_dict, source=f"NAF checkpoint {pretrained!r}")
     return model.eval()

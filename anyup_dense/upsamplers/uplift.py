@@ -19,30 +19,34 @@ Forward, for features [B,C,h,w], the normalised image the backbone saw [B,3,H,W]
   4. V resized to (Ho, Wo) with the antialiased bilinear filter (torchvision's ``resize``; in
      float32 for half-precision inputs, as torchvision does).
 """
-import os
 from typing import Iterator, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 
+from anyup_dense.checkpoints import (Release, hf_url, load_state_dict_strict, load_weights, releases,
+                                    with_release_kwargs)
 from anyup_dense.registry import UPSAMPLERS
 from anyup_dense.upsamplers.base import Upsampler
-from anyup_dense.upsamplers.checkpoint import (CheckpointReadError, download, hub_cache_path, is_url,
-                                               load_checkpoint_file, load_state_dict_strict, resolve_source,
-                                               url_file_name)
 from anyup_dense.upsamplers.uplift_layers import Decoder, Encoder, LocalAttender, resize_antialiased
 
-_HF_URL = "https://huggingface.co/UPLiFT-upsampler/{0}/resolve/main/{0}.safetensors"
-# Release name (the official variant key) -> URL; the first is the default (pretrained=True).
-RELEASES = {
-    "dinov2-s14": _HF_URL.format("uplift_dinov2-s14"),          # DINOv2-S/14, C=384
-    "dinov3-splus16": _HF_URL.format("uplift_dinov3-splus16"),  # DINOv3-S+/16, C=384
-}
+
+def _release(variant: str, backbone: str, trained_on: str, patch_size: int) -> Release:
+    """The Hugging Face checkpoint of an official variant (its config key is the release name)."""
+    repo = f"uplift_{variant}"
+    return Release(variant, hf_url(f"UPLiFT-upsampler/{repo}", f"{repo}.safetensors"), layout="safetensors",
+                   backbones=(backbone,), trained_on=trained_on, licence="MIT",
+                   build_kwargs=dict(patch_size=patch_size))
+
+
 # The two releases share the architecture; only the patch size (image pre-scale) differs.
-RELEASE_PATCH_SIZE = {"dinov2-s14": 14, "dinov3-splus16": 16}
+# The first is the default (pretrained=True).
+RELEASES = releases(
+    _release("dinov2-s14", "vit_small_patch14_dinov2.lvd142m", "DINOv2-S/14, C=384", patch_size=14),
+    _release("dinov3-splus16", "vit_small_plus_patch16_dinov3.lvd1689m", "DINOv3-S+/16, C=384", patch_size=16),
+)
 
 PRESCALE_PATCH = 14  # the patch size whose images are pre-scaled to 16 pixels per patch
-_SAFETENSORS_HEADER_LIMIT = 100_000_000
 
 
 def prescaled_size(image_hw: Tuple[int, int], patch_size: int) -> Tuple[int, int]:
@@ -153,61 +157,22 @@ class UPLiFT(Upsampler):
         return value
 
 
-def _is_safetensors(path: str) -> bool:
-    """A safetensors file starts with the little-endian length of its JSON header, then ``{``."""
-    with open(path, "rb") as file:
-        head = file.read(9)
-    return len(head) == 9 and int.from_bytes(head[:8], "little") < _SAFETENSORS_HEADER_LIMIT and head[8:] == b"{"
-
-
-def load_uplift_state_dict(source, progress: bool = True) -> dict:
-    """The flat state_dict at ``source``: ``True`` (the first release), a release name
-    (:data:`RELEASES`), a URL (downloaded once into torch.hub's cache, with the package's
-    timeout) or a local path (str or os.PathLike), either the official ``.safetensors`` or a
-    ``torch.save``'d state_dict."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    location = resolve_source(source, RELEASES)
-    if is_url(location):
-        path = hub_cache_path(url_file_name(location))
-        if not os.path.isfile(path):
-            download(location, path, progress)
-    else:
-        path = location
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"pretrained={source!r} is neither a release name (releases: "
-                                    f"{', '.join(map(repr, RELEASES))}), a URL, nor an existing file")
-    if not _is_safetensors(path):
-        return load_checkpoint_file(path, {}, progress)
-    try:
-        return load_file(path, device="cpu")
-    except SafetensorError as error:
-        raise CheckpointReadError(f"could not read safetensors checkpoint {path} ({error})") from error
-
-
 @UPSAMPLERS.register("uplift")
 def build_uplift(pretrained=None, progress: bool = True, **kwargs) -> UPLiFT:
     """UPLiFT with optional weights: ``None``/``False`` (random), ``True`` (``"dinov2-s14"``), a
     release name (``"dinov2-s14"``, ``"dinov3-splus16"``; these set ``patch_size``), a URL (incl.
-    ``file://``) or a local path. Keyword arguments are :class:`UPLiFT`'s (the official
-    constructor names: in_channels, patch_size, iters, encoder_hc, decoder_hc).
+    ``file://``) or a local path, the official ``.safetensors`` or a ``torch.save``'d state_dict.
+    Keyword arguments are :class:`UPLiFT`'s (the official constructor names: in_channels,
+    patch_size, iters, encoder_hc, decoder_hc).
 
     Any missing, unexpected or mis-shaped key raises
-    :class:`~anyup_dense.upsamplers.checkpoint.CheckpointMismatchError` listing them. The SD1.5-VAE
+    :class:`~anyup_dense.checkpoints.CheckpointMismatchError` listing them. The SD1.5-VAE
     release is a different architecture (noise channels, refiner) and is not supported.
     """
     if pretrained is False:
         pretrained = None
-    if pretrained is True:
-        pretrained = next(iter(RELEASES))
-    if isinstance(pretrained, str) and pretrained in RELEASE_PATCH_SIZE:
-        patch = RELEASE_PATCH_SIZE[pretrained]
-        if kwargs.setdefault("patch_size", patch) != patch:
-            raise ValueError(f"patch_size={kwargs['patch_size']} does not match release {pretrained!r} "
-                             f"(patch {patch})")
-    model = UPLiFT(**kwargs)
+    model = UPLiFT(**with_release_kwargs(pretrained, RELEASES, kwargs))
     if pretrained is not None:
-        state_dict = load_uplift_state_dict(pretrained, progress)
+        state_dict = load_weights(pretrained, RELEASES, progress=progress)
         load_state_dict_strict(model, state_dict, source=f"UPLiFT checkpoint {pretrained!r}")
     return model.eval()
