@@ -1,9 +1,10 @@
 """timm ViT feature extractor: shapes, token handling, freezing, local weights."""
+import huggingface_hub.constants
 import pytest
 import torch
 
 from anyup_dense.backbones import TimmViT, find_local_weights
-from anyup_dense.upsamplers.checkpoint import CheckpointMismatchError
+from anyup_dense.checkpoints import CheckpointMismatchError
 
 TINY = dict(img_size=56, depth=2, embed_dim=32, num_heads=2)
 
@@ -61,13 +62,40 @@ def test_local_weights_load_and_mismatch(tmp_path):
         tiny_vit(pretrained=str(path))
 
 
-def test_find_local_weights(tmp_path, monkeypatch):
+def test_original_dinov2_checkpoint_loads_through_timms_filter(tmp_path):
+    """A checkpoint in the original DINOv2 layout (``mask_token``, ``register_tokens``, the class
+    token's position inside ``pos_embed``, ``model`` key) loads through timm's checkpoint filter
+    into exactly the timm weights it was made from: cls = cls_orig + pos_orig[:, 0] (float32
+    addition, so a 1e-6 tolerance)."""
+    source = tiny_vit().model.state_dict()
+    original = {k: v for k, v in source.items() if k not in ("reg_token", "cls_token", "pos_embed")}
+    class_position = torch.randn(1, 1, 32)
+    original.update(mask_token=torch.zeros(1, 32), register_tokens=source["reg_token"],
+                    cls_token=source["cls_token"] - class_position,
+                    pos_embed=torch.cat([class_position, source["pos_embed"]], dim=1))
+    path = tmp_path / "dinov2_vits14_reg4.pth"
+    torch.save({"model": original}, path)
+    loaded = tiny_vit(pretrained=str(path)).model.state_dict()
+    assert sorted(loaded) == sorted(source)
+    for key, value in source.items():
+        torch.testing.assert_close(loaded[key], value, rtol=0, atol=1e-6, msg=key)
+
+
+def test_find_local_weights_follows_refs_main(tmp_path, monkeypatch):
+    """The Hugging Face cache file of the revision ``refs/main`` names, not the alphabetically
+    first snapshot; nothing when refs/main names a snapshot without the file."""
+    name = "vit_small_patch14_dinov2.lvd142m"
     monkeypatch.delenv("ANYUP_DENSE_BACKBONE_WEIGHTS", raising=False)
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
-    assert find_local_weights("vit_small_patch14_dinov2.lvd142m") is None
-    snapshot = tmp_path / "models--timm--vit_small_patch14_dinov2.lvd142m" / "snapshots" / "abc"
-    snapshot.mkdir(parents=True)
-    (snapshot / "model.safetensors").write_bytes(b"")
-    assert find_local_weights("vit_small_patch14_dinov2.lvd142m") == str(snapshot / "model.safetensors")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    assert find_local_weights(name) is None
+    repo = tmp_path / "models--timm--vit_small_patch14_dinov2.lvd142m"
+    for revision in ("aaa111", "bbb222"):
+        (repo / "snapshots" / revision).mkdir(parents=True)
+        (repo / "snapshots" / revision / "model.safetensors").write_bytes(b"")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("bbb222")
+    assert find_local_weights(name) == str(repo / "snapshots" / "bbb222" / "model.safetensors")
+    (repo / "snapshots" / "bbb222" / "model.safetensors").unlink()
+    assert find_local_weights(name) is None
     monkeypatch.setenv("ANYUP_DENSE_BACKBONE_WEIGHTS", "/some/file.pth")
-    assert find_local_weights("vit_small_patch14_dinov2.lvd142m") == "/some/file.pth"
+    assert find_local_weights(name) == "/some/file.pth"

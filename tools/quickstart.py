@@ -22,11 +22,12 @@ import torch
 from PIL import Image
 
 from anyup_dense import list_upsamplers
-from anyup_dense.backbones import IMAGENET_MEAN, IMAGENET_STD, TimmViT, find_local_weights
+from anyup_dense.backbones import TimmViT, find_local_weights
 from anyup_dense.compare import build_for_backbone, feature_preservation, measure
 from anyup_dense.compare.report import markdown_table, panel_grid
 from anyup_dense.compare.zoo import CPU_FIT_STEPS
 from anyup_dense.demo_image import synthetic_image
+from anyup_dense.imaging import IMAGENET_MEAN, IMAGENET_STD, center_crop_geometry, normalize
 from anyup_dense.visualization import FeaturePCA
 
 COLUMNS = ("upsampler", "weights", "time_ms", "peak_mib", "preservation", "notes")
@@ -67,16 +68,14 @@ def load_image(path, size: int) -> np.ndarray:
     if path is None:
         return synthetic_image(size)
     image = Image.open(path).convert("RGB")
-    scale = size / min(image.size)
-    image = image.resize((round(image.width * scale), round(image.height * scale)), Image.BICUBIC)
-    left, top = (image.width - size) // 2, (image.height - size) // 2
+    new_h, new_w, top, left = center_crop_geometry(image.height, image.width, size)
+    image = image.resize((new_w, new_h), Image.BICUBIC)
     return np.asarray(image.crop((left, top, left + size, top + size)))
 
 
 def to_tensor(image: np.ndarray, mean, std, device) -> torch.Tensor:
     """uint8 [H,W,3] -> normalised [1,3,H,W]."""
-    t = torch.from_numpy(image).permute(2, 0, 1).float().div(255)
-    return ((t - torch.tensor(mean)[:, None, None]) / torch.tensor(std)[:, None, None])[None].to(device)
+    return normalize(torch.from_numpy(image).permute(2, 0, 1).float().div(255), mean, std)[None].to(device)
 
 
 def load_backbone(name: str, download: bool) -> TimmViT:

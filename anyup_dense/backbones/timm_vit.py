@@ -8,13 +8,16 @@ patch size are accepted (position embeddings are interpolated). Prefix and regis
 are dropped. ``mean``/``std`` record the normalisation the weights expect.
 """
 import os
+import pickle
+import sys
 from typing import Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from anyup_dense.checkpoints import load_state_dict_strict, read_checkpoint
+from anyup_dense.freezing import freeze
+from anyup_dense.imaging import IMAGENET_MEAN, IMAGENET_STD
 
 PretrainedArg = Union[None, bool, str, os.PathLike]
 
@@ -33,12 +36,13 @@ class TimmViT(nn.Module):
     Args:
         model_name: timm model name, e.g. ``"vit_small_patch14_dinov2.lvd142m"``.
         pretrained: ``None``/``False`` (random weights), ``True`` (timm's weights from the
-            hub cache, downloaded if online), or a local checkpoint path (a timm/PyTorch
-            state_dict, optionally under a ``"state_dict"`` or ``"model"`` key).
+            hub cache, downloaded if online), or a local checkpoint path (torch or safetensors;
+            timm's own keys or an original release timm converts, e.g. DINOv2's or OpenCLIP's:
+            :func:`load_backbone_weights`).
         out_indices: blocks whose outputs are returned (negative = from the end).
         norm: apply the final norm to each returned map (the AnyUp/FeatUp convention).
-        frozen: eval mode and ``requires_grad=False`` for every parameter; ``train()``
-            keeps it in eval mode.
+        frozen: :func:`~anyup_dense.freezing.freeze` this backbone (no gradients, eval mode
+            that ``train()`` keeps).
         model_kwargs: passed to ``timm.create_model`` (e.g. ``img_size``, ``depth`` for tests).
     """
 
@@ -64,12 +68,7 @@ class TimmViT(nn.Module):
         self.patch_size = int(self.model.patch_embed.patch_size[0])
         self.embed_dim = int(self.model.embed_dim)
         if frozen:
-            self.requires_grad_(False)
-            self.model.eval()
-
-    def train(self, mode: bool = True) -> "TimmViT":
-        super().train(mode and not self.frozen)
-        return self
+            freeze(self)
 
     def forward(self, image: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         """image [B,3,H,W] (normalised with ``self.mean``/``self.std``; H, W divisible by the
@@ -85,45 +84,51 @@ class TimmViT(nn.Module):
         return tuple(maps)
 
 
+WEIGHT_FILE_NAMES = ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin")
+
+
 def load_backbone_weights(model: nn.Module, path: str) -> None:
-    """Load a local timm-format checkpoint strictly (classifier-head keys are ignored); a
-    checkpoint of another kind (e.g. an mmseg training checkpoint) is named in the error."""
-    # imported here: anyup_dense.upsamplers imports this module
-    from anyup_dense.upsamplers.checkpoint import load_state_dict_strict, read_checkpoint
+    """Load a local checkpoint of the timm model ``model`` strictly, as timm loads its own files.
+
+    Read with timm's ``load_state_dict`` (torch with ``weights_only=True``, or safetensors; the
+    ``state_dict_ema``/``model_ema``/``state_dict``/``model`` entry of a training dict; DDP and
+    ``torch.compile`` prefixes removed), then passed through the architecture's timm
+    ``checkpoint_filter_fn``, which converts original releases (DINOv2's ``mask_token`` /
+    ``register_tokens``, OpenCLIP, ...) and resamples position embeddings to the model's grid.
+    Classifier-head keys are dropped. A file that cannot be read, or a checkpoint of another kind
+    (e.g. an mmseg training checkpoint), is named in the error; a key mismatch raises
+    :class:`~anyup_dense.checkpoints.CheckpointMismatchError` listing the keys.
+    """
+    from timm.models import load_state_dict
 
     if not os.path.isfile(path):
         raise FileNotFoundError(f"backbone weights {path!r} do not exist")
-    if path.endswith(".safetensors"):
-        from safetensors.torch import load_file
-
-        state = load_file(path)
-    else:
-        state = read_checkpoint(path, "backbone weights")
-    for key in ("state_dict", "model"):
-        if isinstance(state, dict) and key in state and isinstance(state[key], dict):
-            state = state[key]
+    try:
+        state = load_state_dict(path)
+    except (RuntimeError, EOFError, pickle.UnpicklingError):
+        read_checkpoint(path, "backbone weights")  # raises CheckpointReadError naming the file and its kind
+        raise
+    filter_fn = getattr(sys.modules[type(model).__module__], "checkpoint_filter_fn", None)
+    if filter_fn is not None:
+        state = filter_fn(state, model)
     state = {k: v for k, v in state.items() if not k.startswith("head.")}
     load_state_dict_strict(model, state, source=f"backbone weights {path!r}")
 
 
 def find_local_weights(model_name: str) -> Optional[str]:
-    """``$ANYUP_DENSE_BACKBONE_WEIGHTS`` if set, else timm's Hugging Face cache entry for
-    ``model_name`` if one was downloaded before; ``None`` when nothing is found locally."""
+    """``$ANYUP_DENSE_BACKBONE_WEIGHTS`` if set, else the file of ``model_name``'s timm weights in
+    the Hugging Face cache at the revision ``refs/main`` points to
+    (``huggingface_hub.try_to_load_from_cache``), if it was downloaded before; ``None`` otherwise."""
+    from huggingface_hub import try_to_load_from_cache
+
     env = os.environ.get("ANYUP_DENSE_BACKBONE_WEIGHTS")
     if env:
         return env
-    timm = _import_timm()
-    hub_id = timm.models.get_pretrained_cfg(model_name).hf_hub_id
+    hub_id = _import_timm().models.get_pretrained_cfg(model_name).hf_hub_id
     if not hub_id:
         return None
-    cache = os.environ.get("HF_HUB_CACHE") or os.path.join(
-        os.environ.get("HF_HOME", os.path.expanduser("~/.cache/huggingface")), "hub")
-    snapshots = os.path.join(cache, "models--" + hub_id.replace("/", "--"), "snapshots")
-    if not os.path.isdir(snapshots):
-        return None
-    for snapshot in sorted(os.listdir(snapshots)):
-        for name in ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin"):
-            candidate = os.path.join(snapshots, snapshot, name)
-            if os.path.isfile(candidate):
-                return candidate
+    for name in WEIGHT_FILE_NAMES:
+        cached = try_to_load_from_cache(hub_id, name)
+        if isinstance(cached, str):  # not None, nor the marker of a file known to be absent
+            return cached
     return None

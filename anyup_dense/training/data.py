@@ -14,10 +14,10 @@ from typing import Iterator, List
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
+from anyup_dense.imaging import resize_center_crop
 from anyup_dense.training.rng import derive_seed
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -44,18 +44,6 @@ def shorter_side(path: str) -> int:
     """The image's shorter side, read from the file header (no decode)."""
     with Image.open(path) as image:
         return min(image.size)
-
-
-def resize_center_crop(image: torch.Tensor, size: int) -> torch.Tensor:
-    """[3, H, W] uint8 or float -> float [3, size, size] in [0, 1]: shorter side to
-    ``size`` (bilinear, antialias), centre crop."""
-    x = image.float().div(255) if image.dtype == torch.uint8 else image
-    h, w = x.shape[-2:]
-    scale = size / min(h, w)
-    new_h, new_w = max(size, round(h * scale)), max(size, round(w * scale))
-    x = F.interpolate(x[None], size=(new_h, new_w), mode="bilinear", antialias=True, align_corners=False)[0]
-    top, left = (new_h - size) // 2, (new_w - size) // 2
-    return x[:, top:top + size, left:left + size].clamp(0, 1)
 
 
 class ImageFolder(Dataset):

@@ -15,17 +15,14 @@ every tap of every window, randomly drop 20% of the logits during training (mult
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+import torchvision.transforms.v2.functional as TF
 
 KEEP_PROBABILITY = 0.8
 
 
-def gaussian_blur(x: torch.Tensor, sigma: float = 1.0, size: int = 5) -> torch.Tensor:
-    """Depthwise Gaussian blur with reflect padding; [B, C, H, W] -> same shape."""
-    coords = torch.arange(size, dtype=x.dtype, device=x.device) - (size - 1) / 2
-    g = torch.exp(-coords.square() / (2 * sigma ** 2))
-    g = g / g.sum()
-    kernel = (g[:, None] * g[None, :]).expand(x.shape[1], 1, size, size)
-    return F.conv2d(F.pad(x, (size // 2,) * 4, mode="reflect"), kernel, groups=x.shape[1])
+def blur(x: torch.Tensor) -> torch.Tensor:
+    """The 5x5, sigma 1 Gaussian blur with reflect border (torchvision's); [B, C, H, W] -> same shape."""
+    return TF.gaussian_blur(x, [5, 5], [1.0, 1.0])
 
 
 def drop_logits(logits: torch.Tensor) -> torch.Tensor:
@@ -54,7 +51,7 @@ class FeatUpDownsampler(nn.Module):
     def forward(self, hr: torch.Tensor) -> torch.Tensor:
         b, c, h, w = hr.shape
         stride = (h - self.kernel) // max(self.final_size - 1, 1)
-        windows = F.unfold(gaussian_blur(hr), self.kernel, stride=stride).view(b, c, self.kernel ** 2, -1)
+        windows = F.unfold(blur(hr), self.kernel, stride=stride).view(b, c, self.kernel ** 2, -1)
         logits = self.attention_net(windows.permute(0, 2, 3, 1)).squeeze(-1)  # [B, T, L]
         if self.training:
             logits = drop_logits(logits)
@@ -78,7 +75,7 @@ class FeatSharpDownsampler(nn.Module):
 
     def forward(self, hr: torch.Tensor) -> torch.Tensor:
         b, d = hr.shape[:2]
-        blurred = gaussian_blur(hr)
+        blurred = blur(hr)
         logits = self.logits(blurred)
         out_hw = logits.shape[-2:]
         logits = logits.flatten(2)

@@ -6,31 +6,22 @@ any checkpoint.
 """
 import torch
 
-from anyup_dense.backbones import IMAGENET_MEAN, IMAGENET_STD, TimmViT
+from anyup_dense.backbones import TimmViT
+from anyup_dense.freezing import freeze
+from anyup_dense.imaging import normalize
 
 
-def normalize(images: torch.Tensor, mean, std) -> torch.Tensor:
-    """[B, 3, H, W] in [0, 1] -> (x - mean) / std."""
-    m = torch.tensor(mean, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
-    s = torch.tensor(std, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
-    return (images - m) / s
-
-
-def imagenet_normalize(images: torch.Tensor) -> torch.Tensor:
-    """The guidance-image convention of every upsampler: ImageNet mean/std."""
-    return normalize(images, IMAGENET_MEAN, IMAGENET_STD)
-
-
-class Featurizer:
+class FrozenBackbone:
     """Runs a frozen :class:`TimmViT` in eval mode under ``no_grad``.
 
-    ``__call__(images [B,3,H,W] in [0,1])`` -> [B, C, H/p, W/p] (last block, final norm),
-    with the image normalised by the backbone's own mean/std. Also accepts already
-    normalised images through :meth:`from_normalized`.
+    ``__call__(images [B,3,H,W] in [0,1], not normalised)`` -> float32 [B, C, H/p, W/p]
+    (last block, final norm); it normalises the images with the backbone's own mean/std.
+    (Not an upsampler :data:`~anyup_dense.upsamplers.base.Featurizer`, which takes
+    ImageNet-normalised crops.) Already normalised images go through :meth:`from_normalized`.
     """
 
     def __init__(self, backbone: TimmViT, device: torch.device):
-        self.backbone = backbone.to(device).eval().requires_grad_(False)
+        self.backbone = freeze(backbone.to(device))
         self.patch_size = backbone.patch_size
         self.dim = backbone.embed_dim
         self.mean, self.std = backbone.mean, backbone.std

@@ -7,12 +7,15 @@
 inputs that already passed :func:`validate_inputs`.
 """
 import operator
-from typing import Optional, Sequence, Tuple, Union
+from typing import Callable, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
 
 SizeArg = Union[None, int, Sequence[int]]
+# What ``featurizer=`` takes (upsamplers with ``requires_featurizer``): the backbone as a function,
+# ImageNet-normalised crops [N,3,R,R] -> features [N,D,R/p,R/p] (R the model resolution, p the patch).
+Featurizer = Callable[[torch.Tensor], torch.Tensor]
 
 MIN_FEATURE_SIZE = 2
 
@@ -136,7 +139,7 @@ class Upsampler(nn.Module):
         architecture needs no neighbours);
       * ``check_finite``: reject NaN/Inf inputs (off by default: it costs a device sync);
       * ``requires_featurizer``: the upsampler runs the backbone itself (FeatSharp's tiles).
-        Its forward then also takes ``featurizer=`` (a callable: ImageNet-normalised crops
+        Its forward then also takes ``featurizer=`` (a :data:`Featurizer`: ImageNet-normalised crops
         [N,3,R,R] -> [N,C,R/p,R/p]), and ``model_resolution`` is R: ``features`` must be the
         featurizer's output on the image resized to R x R. Framework integrations check this
         flag and pass the backbone.

@@ -77,6 +77,10 @@ class SwiGLU(nn.Module):
 
 
 class LayerScale(nn.Module):
+    """x [..., dim] * gamma [dim] (key ``gamma``, init ``LAYER_SCALE_INIT``): ``timm.layers.LayerScale``
+    (non-inplace), written here because the upsamplers import with torch alone; tests/test_shared_parts.py
+    checks the key and the numbers against timm's."""
+
     def __init__(self, dim: int, init_value: float = LAYER_SCALE_INIT):
         super().__init__()
         self.gamma = nn.Parameter(torch.full((dim,), init_value))

@@ -3,8 +3,8 @@
 For each image a small Fourier-feature MLP U (pixel coordinates and colour -> a P-dim PCA space of
 the backbone features) is fitted so that jittered, learned-downsampled copies of U(image) match the
 backbone's features of the equally jittered image; the result is the PCA-unprojection of U(image).
-Pieces and parity notes: :mod:`anyup_dense.upsamplers.featup_implicit_layers`; spec
-``specs/featup_implicit.md``.
+Pieces and parity notes: :mod:`anyup_dense.upsamplers.featup_implicit_layers`; paper
+arXiv 2403.10516.
 
     up = FeatUpImplicit()                      # official settings: 1200 NAdam steps, 3000 views
     out = up(features, image, featurizer=f)    # features [B,D,f,f], image [B,3,H,W] -> [B,D,H,W]
@@ -42,12 +42,11 @@ import torch.nn.functional as F
 from torch.hub import tqdm  # tqdm when installed, else torch.hub's silent stand-in
 
 from anyup_dense.registry import UPSAMPLERS
-from anyup_dense.upsamplers.base import SizeArg, Upsampler, resolve_output_size, validate_inputs
+from anyup_dense.upsamplers.base import Featurizer, SizeArg, Upsampler, resolve_output_size, validate_inputs
 from anyup_dense.upsamplers.featup_implicit_layers import (DROPOUT_P, FeatUpImplicitModel, Jitter, Terms, apply_jitter,
                                                            fit_pca, project, scaler_stats, step_backward,
                                                            unproject, window_count)
 
-Featurizer = Callable[[torch.Tensor], torch.Tensor]
 StepCallback = Callable[[int, Terms, FeatUpImplicitModel], None]
 CHUNK_SIZE = 1 << 23
 DRAW_CHUNK = 1 << 20  # uniforms per draw of a large mask: a multiple of 16, so on CPU the pieces equal one draw

@@ -22,24 +22,6 @@ def fourier_dtype(device: torch.device) -> torch.dtype:
     return torch.float32 if device.type == "mps" else torch.float64
 
 
-class ChannelsFirstLayerNorm(nn.Module):
-    """Official ``LayerNorm`` of the output head: per pixel over channels, biased variance,
-    **eps 1e-6** (every other LayerNorm of LoftUp uses 1e-5)."""
-
-    def __init__(self, dim: int, eps: float = 1e-6):
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(dim))
-        self.bias = nn.Parameter(torch.zeros(dim))
-        self.eps = eps
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """[B,C,H,W] -> [B,C,H,W]."""
-        mean = x.mean(1, keepdim=True)
-        var = (x - mean).pow(2).mean(1, keepdim=True)
-        x = (x - mean) / torch.sqrt(var + self.eps)
-        return self.weight[:, None, None] * x + self.bias[:, None, None]
-
-
 class RunningStatsBatchNorm2d(nn.BatchNorm2d):
     """``nn.BatchNorm2d`` (same keys and buffers) that always normalises with its running
     statistics, as the official model does in eval mode. ``train()`` does not switch it to

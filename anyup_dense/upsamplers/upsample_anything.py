@@ -1,6 +1,6 @@
 """Upsample Anything (arXiv 2511.16301): a per-image fitted joint-bilateral upsampler, no weights.
 
-Implemented from ``specs/upsample_anything.md`` only: the official repository
+Implemented from the method's description (arXiv 2511.16301) only: the official repository
 (seominseok0429/Upsample-Anything_Pytorch) has no licence, so none of its code is used.
 
 For each image, four per-LR-cell parameter maps (anisotropic spatial sigma_x, sigma_y, angle theta,
@@ -35,7 +35,7 @@ from typing import Dict, Optional, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 
-from anyup_dense.backbones.timm_vit import IMAGENET_MEAN, IMAGENET_STD
+from anyup_dense.imaging import IMAGENET_MEAN, IMAGENET_STD, denormalize
 from anyup_dense.registry import UPSAMPLERS
 from anyup_dense.upsamplers.base import SizeArg, Upsampler, validate_inputs
 from anyup_dense.upsamplers.upsample_anything_kernel import (CHUNK_SIZE, INIT_SIGMA, INIT_SIGMA_R, LR, LR_GAMMA,
@@ -96,9 +96,7 @@ class UpsampleAnything(Upsampler):
     def guide(self, image: torch.Tensor, feature_size: Tuple[int, int]) -> torch.Tensor:
         """ImageNet-normalised image [B,3,H,W] -> the fit's RGB in [0, 1] [B,3,s*h,s*w], compute dtype."""
         dtype = torch.float64 if image.dtype == torch.float64 else torch.float32
-        mean = torch.tensor(IMAGENET_MEAN, dtype=dtype, device=image.device).view(1, 3, 1, 1)
-        std = torch.tensor(IMAGENET_STD, dtype=dtype, device=image.device).view(1, 3, 1, 1)
-        rgb = image.to(dtype) * std + mean
+        rgb = denormalize(image.to(dtype), IMAGENET_MEAN, IMAGENET_STD)
         scale = self.fit_scale(image.shape[-2:], feature_size)
         size = (scale * feature_size[0], scale * feature_size[1])
         if tuple(rgb.shape[-2:]) != size:

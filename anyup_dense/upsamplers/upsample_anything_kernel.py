@@ -1,6 +1,6 @@
 """Upsample Anything's kernel (arXiv 2511.16301) and its per-image fit, on RGB in [0, 1].
 
-Written from ``specs/upsample_anything.md`` only: the official repository has no licence, so none of
+Written from the method's description only: the official repository has no licence, so none of
 its code is copied, translated or adapted here.
 
 Geometry: the LR grid is [Hl, Wl], the HR grid [Hh, Wh] = [s*Hl, s*Wl] for an integer scale s.

@@ -21,9 +21,9 @@ from anyup_dense.integrations.detectron2.config import (  # noqa: E402
     add_anyup_config,
     build_upsampled_vit_backbone,
 )
-from anyup_dense.integrations.image_norm import Renormalize  # noqa: E402
+from anyup_dense.imaging import Renormalize  # noqa: E402
 from anyup_dense.integrations.detectron2.lr_decay import build_optimizer, layer_decay_param_groups  # noqa: E402
-from anyup_dense.integrations.detectron2.norm import LayerNorm2d  # noqa: E402
+from timm.layers import LayerNorm2d  # noqa: E402
 from anyup_dense.integrations.detectron2 import trainer  # noqa: E402,F401
 from anyup_dense.integrations.detectron2.pyramid import SimpleFeaturePyramid  # noqa: E402
 

@@ -25,8 +25,9 @@ import torch.nn.functional as F
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import Backbone
 
-from anyup_dense.backbones.timm_vit import IMAGENET_MEAN, IMAGENET_STD, TimmViT
-from anyup_dense.integrations.image_norm import Renormalize
+from anyup_dense.backbones import TimmViT
+from anyup_dense.freezing import freeze
+from anyup_dense.imaging import IMAGENET_MEAN, IMAGENET_STD, Renormalize
 from anyup_dense.integrations.detectron2.lazy import null_to_none
 from anyup_dense.integrations.detectron2.norm import NormArg
 from anyup_dense.integrations.detectron2.pyramid import SimpleFeaturePyramid
@@ -93,8 +94,7 @@ class UpsampledViTBackbone(Backbone):
         self.upsampler_frozen = upsampler_frozen
         self.vit_stride = vit_stride
         if upsampler is not None and upsampler_frozen:
-            upsampler.requires_grad_(False)
-            upsampler.eval()
+            freeze(upsampler)
         self.to_vit = Renormalize(pixel_mean, pixel_std, vit.mean, vit.std, input_format, src_scale=255.0)
         self.to_imagenet = Renormalize(pixel_mean, pixel_std, IMAGENET_MEAN, IMAGENET_STD, input_format,
                                        src_scale=255.0)
@@ -114,12 +114,6 @@ class UpsampledViTBackbone(Backbone):
         return {name: ShapeSpec(channels=self._out_feature_channels[name], stride=self._out_feature_strides[name])
                 for name in self._out_features}
 
-    def train(self, mode: bool = True) -> "UpsampledViTBackbone":
-        super().train(mode)
-        if self.upsampler is not None and self.upsampler_frozen:
-            self.upsampler.eval()
-        return self
-
     def vit_features(self, vit_image: torch.Tensor, grid: Sequence[int]) -> torch.Tensor:
         """ViT-normalised [B,3,H,W] -> [B,C,grid[0],grid[1]] (resized to grid x patch size first)."""
         size = (grid[0] * self.vit.patch_size, grid[1] * self.vit.patch_size)
@@ -136,7 +130,7 @@ class UpsampledViTBackbone(Backbone):
         """No autograd through a frozen upsampler unless gradients must reach the ViT."""
         return torch.set_grad_enabled(torch.is_grad_enabled() and (features_need_grad or not self.upsampler_frozen))
 
-    def upsample(self, x: torch.Tensor, grid: Sequence[int]) -> torch.Tensor:
+    def upsampled_vit_features(self, x: torch.Tensor, grid: Sequence[int]) -> torch.Tensor:
         """Detectron2-normalised x [B,3,H,W] -> upsampled ViT map [B,C,grid*factor].
 
         Upsamplers with ``requires_featurizer`` (FeatSharp) run the ViT themselves: they get the
@@ -170,4 +164,4 @@ class UpsampledViTBackbone(Backbone):
         grid = (height // self.vit_stride, width // self.vit_stride)
         if self.upsampler is None:
             return self.pyramid(self.vit_features(self.to_vit(x), grid))
-        return self.pyramid(self.upsample(x, grid))
+        return self.pyramid(self.upsampled_vit_features(x, grid))

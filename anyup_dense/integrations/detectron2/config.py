@@ -21,7 +21,7 @@ from detectron2.modeling import BACKBONE_REGISTRY
 
 from anyup_dense.backbones.timm_vit import TimmViT
 from anyup_dense.integrations.detectron2.backbone import UpsampledViTBackbone
-from anyup_dense.registry import build_upsampler
+from anyup_dense.upsamplers import build_upsampler
 
 
 def add_anyup_config(cfg: CfgNode) -> CfgNode:

@@ -11,7 +11,7 @@ from typing import Any
 import torch.nn as nn
 
 from anyup_dense.backbones.timm_vit import TimmViT
-from anyup_dense.registry import build_upsampler
+from anyup_dense.upsamplers import build_upsampler
 
 NULL_STRINGS = ("None", "null")
 

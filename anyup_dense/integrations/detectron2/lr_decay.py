@@ -7,7 +7,7 @@ Per trainable parameter, first Detectron2's ``get_default_optimizer_params`` (wh
 ``weight_decay_bias`` (when not ``None``; it wins over the norm value, as in Detectron2).
 Then ours:
 
-* norm layers Detectron2 0.6 does not know (``nn.RMSNorm``, :class:`LayerNorm2d`) get
+* ``nn.RMSNorm``, a norm layer Detectron2 0.6 does not know, gets
   ``weight_decay_norm`` like its own norm types (a ``bias`` keeps ``weight_decay_bias`` if set);
 * position embeddings and prefix tokens (:data:`NO_DECAY_NAMES`) get no weight decay;
 * the lr is multiplied by the ViT layer multiplier. With ``depth`` blocks, a ViT parameter
@@ -17,19 +17,24 @@ Then ours:
   heads) has multiplier 1.
 
 So a bias of ViT block ``i`` trains at ``base_lr * bias_lr_factor * layer_decay ** (depth - i)``.
+
+These are MAE's layer ids (``get_layer_id_for_vit``; Detectron2 0.6 ships no such rule).
+timm's ``param_groups_layer_decay`` is not the same rule: it puts the final norm in the last
+block's group (scale 1, so block ``i`` gets ``layer_decay ** (depth - 1 - i)``) and decides weight
+decay by parameter rank instead of Detectron2's norm/bias keys (tests/test_shared_parts.py).
 """
 from typing import Any, Dict, List, Optional
 
 import torch
 import torch.nn as nn
 
-from anyup_dense.backbones.timm_vit import TimmViT
-from anyup_dense.integrations.detectron2.norm import LayerNorm2d
+from anyup_dense.backbones import TimmViT
 
 EMBEDDING_NAMES = ("patch_embed", "pos_embed", "cls_token", "reg_token", "mask_token")
 NO_DECAY_NAMES = ("pos_embed", "cls_token", "reg_token", "mask_token")
 # Norm layers that Detectron2 0.6's get_default_optimizer_params does not recognise.
-EXTRA_NORM_TYPES = (nn.RMSNorm, LayerNorm2d)
+# (The NCHW LayerNorms, timm's and the upsamplers', subclass nn.LayerNorm, which it knows.)
+EXTRA_NORM_TYPES = (nn.RMSNorm,)
 
 
 def vit_layer_id(name: str, depth: int) -> int:

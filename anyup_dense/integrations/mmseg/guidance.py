@@ -1,5 +1,5 @@
 """What an upsampler neck needs besides the features: the guidance image in ImageNet
-normalisation, and (for FeatSharp) a featurizer that runs the backbone on image crops.
+normalisation (the featurizer of FeatSharp / FeatUp implicit is ``anyup_dense.backbones.featurizer``).
 
 The neck's normalisation is a dict as in the data preprocessor, ``dict(mean, std,
 bgr_to_rgb=True)``: mmseg loads images in BGR order, and the preprocessor flips them to RGB
@@ -8,13 +8,11 @@ when ``bgr_to_rgb`` (or ``rgb_to_bgr``) is set, then applies ``(x - mean) / std`
 hand their preprocessor's values to the neck at build time (:func:`preprocessor_norm`).
 """
 import math
-from typing import Callable, Optional, Sequence
+from typing import Optional, Sequence
 
-import torch
 import torch.nn as nn
 
-from anyup_dense.backbones import IMAGENET_MEAN, IMAGENET_STD
-from anyup_dense.integrations.image_norm import Renormalize
+from anyup_dense.imaging import IMAGENET_MEAN, IMAGENET_STD, Renormalize
 
 # mmseg's usual SegDataPreProcessor values: ImageNet statistics on the 0-255 scale, RGB.
 MMSEG_IMAGENET_NORM = dict(mean=[255 * m for m in IMAGENET_MEAN], std=[255 * s for s in IMAGENET_STD],
@@ -30,19 +28,6 @@ class ToImageNet(Renormalize):
     def __init__(self, mean: Sequence[float], std: Sequence[float], bgr_to_rgb: bool = True):
         super().__init__(mean, std, IMAGENET_MEAN, IMAGENET_STD, src_format="RGB" if bgr_to_rgb else "BGR",
                          src_scale=255.0)
-
-
-def backbone_featurizer(backbone: nn.Module, in_index: int) -> Callable[[torch.Tensor], torch.Tensor]:
-    """A FeatSharp featurizer from an mmseg backbone: crops [N,3,R,R] in ImageNet
-    normalisation -> the backbone's map ``in_index`` [N,D,R/p,R/p]. Crops are re-normalised
-    with the backbone's recorded ``mean``/``std`` (ImageNet when it records none)."""
-    to_backbone = Renormalize(IMAGENET_MEAN, IMAGENET_STD, getattr(backbone, "mean", IMAGENET_MEAN),
-                              getattr(backbone, "std", IMAGENET_STD))
-
-    def featurizer(crops: torch.Tensor) -> torch.Tensor:
-        return backbone(to_backbone.to(crops.device)(crops))[in_index]
-
-    return featurizer
 
 
 def check_image_norm(norm: dict) -> dict:

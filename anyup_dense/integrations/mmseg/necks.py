@@ -23,11 +23,13 @@ from mmengine.logging import print_log
 from mmengine.model import BaseModule
 from mmseg.registry import MODELS
 
-from anyup_dense.integrations.mmseg.guidance import (backbone_featurizer, check_against_preprocessor,
-                                                     check_image_norm, image_norm_module, same_norm)
-from anyup_dense.ops.window_attention import check_chunk_size
-import anyup_dense.upsamplers  # noqa: F401  (registers the built-in upsamplers)
-from anyup_dense.registry import UPSAMPLERS, build_upsampler
+from anyup_dense.backbones.featurizer import backbone_featurizer
+from anyup_dense.freezing import freeze
+from anyup_dense.integrations.mmseg.guidance import (check_against_preprocessor, check_image_norm, image_norm_module,
+                                                     same_norm)
+from anyup_dense.ops.chunking import check_chunk_size
+from anyup_dense.registry import UPSAMPLERS
+from anyup_dense.upsamplers import build_upsampler  # also registers the built-in upsamplers
 
 
 def _split_upsampler_cfg(upsampler: Union[str, dict], extra: dict) -> Tuple[str, dict]:
@@ -88,8 +90,7 @@ class UpsamplerNeck(BaseModule):
         self.image_norm = None if image_norm is None else check_image_norm(image_norm)
         self.to_imagenet = image_norm_module(self.image_norm)
         if frozen:
-            self.upsampler.requires_grad_(False)
-            self.upsampler.eval()
+            freeze(self.upsampler)
 
     def adopt_preprocessor_norm(self, preprocessed: dict) -> None:
         """Called by the Guided* segmentors at build time with their data preprocessor's
@@ -102,12 +103,6 @@ class UpsamplerNeck(BaseModule):
         if not same_norm(self.image_norm, check_image_norm(preprocessed)):
             print_log(f"{type(self).__name__}: the explicit image_norm={self.image_norm} differs from the data "
                       f"preprocessor's {preprocessed}; using image_norm", logger="current", level=logging.WARNING)
-
-    def train(self, mode: bool = True) -> "UpsamplerNeck":
-        super().train(mode)
-        if self.frozen:
-            self.upsampler.eval()
-        return self
 
     def forward(self, inputs: Sequence[torch.Tensor], image: Optional[torch.Tensor] = None,
                 backbone: Optional[nn.Module] = None) -> Tuple[torch.Tensor, ...]:

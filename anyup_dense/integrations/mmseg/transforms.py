@@ -17,6 +17,8 @@ from mmseg.datasets.transforms import PackSegInputs
 from mmseg.registry import TRANSFORMS
 from PIL import Image
 
+from anyup_dense.imaging import center_crop_geometry
+
 
 @TRANSFORMS.register_module()
 class ResizeCenterCrop(BaseTransform):
@@ -35,11 +37,8 @@ class ResizeCenterCrop(BaseTransform):
         self.interpolation = interpolation
 
     def _resize_crop(self, array: np.ndarray, interpolation: str) -> np.ndarray:
-        h, w = array.shape[:2]
-        scale = self.size / min(h, w)
-        new_h, new_w = max(self.size, int(round(h * scale))), max(self.size, int(round(w * scale)))
+        new_h, new_w, top, left = center_crop_geometry(*array.shape[:2], self.size)
         array = mmcv.imresize(array, (new_w, new_h), interpolation=interpolation)
-        top, left = (new_h - self.size) // 2, (new_w - self.size) // 2
         return array[top:top + self.size, left:left + self.size]
 
     def transform(self, results: dict) -> dict:
