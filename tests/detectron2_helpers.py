@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import anyup_dense.integrations.detectron2 as d2
-from conftest import ROOT, load_tool
+from helpers import ROOT, load_tool
 from upsampler_helpers import TINY_UPSAMPLER_KWARGS
 
 CONFIG_DIR = ROOT / "configs" / "detectron2"

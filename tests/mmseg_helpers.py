@@ -6,7 +6,7 @@ from mmengine import Config
 from mmengine.structures import PixelData
 from mmseg.structures import SegDataSample
 
-from conftest import ROOT as REPO
+from helpers import ROOT as REPO
 
 CONFIGS = REPO / "configs" / "mmseg"
 CROP = 56

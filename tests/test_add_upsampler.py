@@ -1,8 +1,11 @@
-"""tools/add_upsampler.py on stock mmseg configs of five families: the converted config
+"""Adding an upsampler: a new upsampler class runs through the parity harness, the mmseg neck and the
+benchmark; tools/add_upsampler.py on stock mmseg configs of five families: the converted config
 inherits the stock one, builds, trains two iterations on tiny ADE20K-layout data with the
 backbone receiving gradients, and predicts. The stock backbones are shrunk through the
 converter's cfg_options (applied before the channels are measured) to stay fast on a CPU."""
+import argparse
 import copy
+import dataclasses
 
 import pytest
 import torch
@@ -15,7 +18,11 @@ from mmseg.registry import MODELS
 
 import anyup_dense.integrations.mmseg  # noqa: F401
 from anyup_dense.integrations.mmseg.convert import config_text, convert
-from conftest import load_tool
+from anyup_dense import UPSAMPLERS, build_upsampler
+from anyup_dense.compare import zoo
+from helpers import load_tool, relative_errors
+import parity_adapters
+from parity_adapters import build_gated_bilinear, check_parity, gated_bilinear_fixture
 
 CROP = 64
 NO_WEIGHTS = {"model.pretrained": None, "model.backbone.init_cfg": None}
@@ -65,6 +72,7 @@ def tiny_training_cfg(cfg: Config, data_root) -> Config:
     return cfg
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", list(FAMILIES))
 def test_converted_stock_config_builds_trains_and_predicts(family, synthetic_root, tmp_path):
     source, shrink, expected, strides = FAMILIES[family]
@@ -102,6 +110,7 @@ def test_converted_stock_config_builds_trains_and_predicts(family, synthetic_roo
     assert out[0].pred_sem_seg.data.shape[-2:] == out[0].gt_sem_seg.data.shape[-2:]
 
 
+@pytest.mark.slow
 def test_cli_writes_an_inheriting_config_and_prints_each_change(tmp_path, capsys):
     out = tmp_path / "psp_bilinear.py"
     load_tool("add_upsampler").main(["mmseg::pspnet/pspnet_r50-d8_4xb4-80k_ade20k-512x512.py", "--upsampler",
@@ -119,3 +128,55 @@ def test_cli_writes_an_inheriting_config_and_prints_each_change(tmp_path, capsys
 def test_unsupported_segmentor_is_refused():
     with pytest.raises(ValueError, match="model.type 'CascadeEncoderDecoder' is not supported"):
         convert("mmseg::ocrnet/ocrnet_hr18s_4xb4-80k_ade20k-512x512.py", "anyup")
+
+
+# ---------------------------------------------------------------- adding a new upsampler
+
+
+@pytest.fixture
+def gated_bilinear(monkeypatch):
+    """``gated_bilinear`` registered for one test: a model class and its builder, nothing else."""
+    monkeypatch.setattr(UPSAMPLERS, "_builders", UPSAMPLERS.builders())  # restored after the test
+    UPSAMPLERS.register("gated_bilinear")(build_gated_bilinear)
+    return "gated_bilinear"
+
+
+def test_new_upsampler_runs_through_parity_harness_neck_and_benchmark(gated_bilinear, tmp_path, monkeypatch):
+    """A new upsampler with only a model class, its release table, its registration and a fixture in
+    the common format (written here, reloaded with weights_only=True) passes the parity harness through
+    the default adapter, loads its release through the shared loader (found by the comparison zoo),
+    runs in the mmseg neck, and is timed by the benchmark's measure()."""
+    path = tmp_path / "gated_bilinear_b2.pt"
+    torch.save(gated_bilinear_fixture(), path)
+    case = torch.load(path, weights_only=True)
+    assert check_parity(case, torch.float64)["output"] <= 1e-9  # measured 5.6e-15
+    assert check_parity(case, torch.float32)["output"] <= 1e-4  # measured 6.1e-7 (rel_norm 4.2e-7)
+    broken = dict(case, state_dict={**case["state_dict"], "gate.bias": case["state_dict"]["gate.bias"] + 1e-3})
+    with pytest.raises(AssertionError, match="output"):
+        check_parity(broken, torch.float64)
+
+    # its release table: served from a local file, found by the comparison zoo, loaded strictly
+    served = tmp_path / "gated_bilinear_v1.pth"
+    torch.save(case["state_dict"], served)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    monkeypatch.setitem(parity_adapters.RELEASES, "gated_bilinear_v1",
+                        dataclasses.replace(parity_adapters.RELEASES["gated_bilinear_v1"], url=served.as_uri()))
+    assert zoo.release_for(gated_bilinear, "vit_small_patch14_dinov2.lvd142m") == "gated_bilinear_v1"
+    assert not zoo.cached(gated_bilinear, "gated_bilinear_v1")
+    released = build_upsampler(gated_bilinear, pretrained=True, progress=False)
+    assert zoo.cached(gated_bilinear, "gated_bilinear_v1")
+    assert all(torch.equal(v, case["state_dict"][k]) for k, v in released.state_dict().items())
+
+    init_default_scope("mmseg")
+    neck = MODELS.build(dict(type="UpsamplerNeck", upsampler=gated_bilinear, out_strides=(1, 2)))
+    neck.upsampler.load_state_dict(case["state_dict"])
+    features, image = case["inputs"]["features"].float(), case["inputs"]["image"].float()
+    fine, coarse = neck((features,), image, None)  # mmseg's ImageNet preprocessing = the upsampler's norm
+    expected = neck.upsampler(features, image, tuple(image.shape[-2:]))
+    assert relative_errors(fine, expected)[0] <= 1e-6 and coarse.shape[-2:] == (9, 13)
+
+    benchmark = load_tool("benchmark")
+    run = benchmark.Case(gated_bilinear, "", 56, 8)
+    assert benchmark.available(run, torch.device("cpu")) is None
+    results = benchmark.measure(run, torch.device("cpu"), argparse.Namespace(warmup=0, repeats=1, max_memory_gb=1.0))
+    assert results["fwd"] == results["fwdbwd"] == "ok" and results["fwd_ms"] > 0, results

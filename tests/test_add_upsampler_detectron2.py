@@ -1,14 +1,16 @@
-"""tools/add_upsampler.py on Detectron2's stock yacs configs (Faster R-CNN, RetinaNet, Mask
-R-CNN) and LazyConfigs (Mask R-CNN, RetinaNet, new_baselines, a local file): the converted
-config inherits the stock one, sets the pyramid levels the heads read, and the model builds
-and runs a forward pass; a head reading a level the pyramid lacks (RetinaNet's p7 with the
-default p2-p6 pyramid) is refused at build time naming the keys."""
+"""A new upsampler class through the Detectron2 backbone. tools/add_upsampler.py on Detectron2's
+stock yacs configs (Faster R-CNN, RetinaNet, Mask R-CNN) and LazyConfigs (Mask R-CNN, RetinaNet,
+new_baselines, a local file): the converted config inherits the stock one, sets the pyramid levels
+the heads read, and the model builds and runs a forward pass; a head reading a level the pyramid
+lacks (RetinaNet's p7 with the default p2-p6 pyramid) is refused at build time naming the keys."""
 import pytest
 import torch
 
 import anyup_dense.integrations.detectron2 as d2
 from anyup_dense.integrations.detectron2.config import pyramid_for
-from conftest import load_tool
+from anyup_dense import UPSAMPLERS
+from helpers import load_tool
+from parity_adapters import build_gated_bilinear, check_parity, gated_bilinear_fixture
 from detectron2.config import LazyConfig, get_cfg, instantiate
 from detectron2.modeling import build_model
 
@@ -108,3 +110,22 @@ def test_lazy_conversion_of_new_baselines_and_local_file(tmp_path):
     tool = load_tool("add_upsampler")
     assert tool.converter("mmseg::segformer/segformer_mit-b0_8xb2-160k_ade20k-512x512.py") is tool.convert_mmseg
     assert tool.converter(str(local)) is tool.convert_detectron2_lazy
+
+
+def test_new_upsampler_runs_through_the_detectron2_backbone(monkeypatch, tmp_path, capsys):
+    """A new upsampler with only a model class, its registration and a fixture: the parity harness
+    passes it, and the converted stock config builds a RetinaNet whose backbone runs it."""
+    monkeypatch.setattr(UPSAMPLERS, "_builders", UPSAMPLERS.builders())  # restored after the test
+    UPSAMPLERS.register("gated_bilinear")(build_gated_bilinear)
+    assert check_parity(gated_bilinear_fixture(seed=1))["output"] <= 1e-9
+    out = tmp_path / "retinanet_gated.yaml"
+    load_tool("add_upsampler").main(["COCO-Detection/retinanet_R_50_FPN_1x.yaml", "--upsampler", "gated_bilinear",
+                                     "--pretrained", "none", "-o", str(out)])
+    cfg = load(out)
+    cfg.MODEL.UPSAMPLER.KWARGS.pop("qk_dim")  # load() sets it for AnyUp
+    model = build_model(cfg).eval()
+    assert type(model.backbone.upsampler).__name__ == "GatedBilinear"
+    with torch.no_grad():
+        result = model([{"image": torch.randint(0, 255, (3, 64, 96), dtype=torch.uint8), "height": 64,
+                         "width": 96}])
+    assert result[0]["instances"].image_size == (64, 96)

@@ -1,93 +1,14 @@
-"""AnyUp: parity with the official implementation, checkpoint loading, attention internals."""
+"""AnyUp: checkpoint loading, attention internals (parity with the official code: tests/test_parity.py)."""
+import dataclasses
 import pathlib
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from anyup_dense import build_upsampler
-from anyup_dense.ops.window_attention import dense_window_mask, window_attention_reference
 from anyup_dense.upsamplers.anyup import RELEASES, AnyUp
-from anyup_dense.upsamplers.checkpoint import CheckpointMismatchError
-from conftest import FIXTURES, load_fixture, relative_errors
-
-CASES = sorted(p.name for p in FIXTURES.glob("anyup_*.pt"))
-CTOR_KEYS = ("qk_dim", "num_heads", "window_ratio", "kernel_size", "kernel_size_lfu", "lfu_dim", "input_dim")
-
-
-def model_for(case: dict, dtype: torch.dtype, backend: str = "torch") -> AnyUp:
-    model = AnyUp(**{k: case["config"][k] for k in CTOR_KEYS}, backend=backend)
-    model.load_state_dict(case["state_dict"], strict=True)
-    return model.to(dtype).eval()
-
-
-def run_case(case: dict, dtype: torch.dtype, backend: str) -> torch.Tensor:
-    model = model_for(case, dtype, backend)
-    inputs = case["inputs"]
-    with torch.no_grad():
-        return model(inputs["features"].to(dtype), inputs["image"].to(dtype),
-                     output_size=case["config"]["output_size"])
-
-
-def test_fixtures_present():
-    assert len(CASES) == 4, CASES
-
-
-@pytest.mark.parametrize("backend", ["torch", "reference"])
-@pytest.mark.parametrize("name", CASES)
-def test_parity_float64(name, backend):
-    case = load_fixture(name)
-    out = run_case(case, torch.float64, backend)
-    assert out.shape == case["output"].shape
-    rel_max, _ = relative_errors(out, case["output"])
-    assert rel_max <= 1e-9, rel_max
-
-
-@pytest.mark.parametrize("backend", ["torch", "reference"])
-@pytest.mark.parametrize("name", CASES)
-def test_parity_float32(name, backend):
-    case = load_fixture(name)
-    out = run_case(case, torch.float32, backend)
-    assert out.dtype == torch.float32
-    rel_max, rel_norm = relative_errors(out, case["output"])
-    assert rel_norm <= 1e-5, rel_norm
-    assert rel_max <= 1e-4, rel_max
-
-
-@pytest.mark.parametrize("name", CASES)
-def test_intermediates_float64(name):
-    """Each stage the fixture kept matches: localises a failure to one component."""
-    case = load_fixture(name)
-    model = model_for(case, torch.float64)
-    feats, image = case["inputs"]["features"], case["inputs"]["image"]
-    out_size = case["config"]["output_size"] or tuple(image.shape[-2:])
-    inter = case["intermediates"]
-    with torch.no_grad():
-        code = model.encode_image(image)
-        computed = {
-            "image_encoding": model.image_encoder(image),
-            "image_encoding_rope": code,
-            "lfu": model.key_features_encoder[0](F.normalize(feats, dim=1)),
-            "key_features": model.key_features_encoder(F.normalize(feats, dim=1)),
-            "keys_image_pooled": F.adaptive_avg_pool2d(model.key_encoder(code), feats.shape[-2:]),
-            "keys": model.encode_keys(code, feats),
-            "queries_pooled": F.adaptive_avg_pool2d(model.query_encoder(code), out_size),
-            "queries": model.encode_queries(code, out_size),
-        }
-        attn = model.cross_decode.cross_attn
-        q = attn._project(computed["queries"], attn.norm_q, 0)
-        k = attn._project(computed["keys"], attn.norm_k, 1)
-        computed["attn"] = window_attention_reference(q, k, feats, attn.window_ratio, return_probs=True)[1]
-    checked = [key for key in computed if key in inter]
-    assert checked, f"no comparable intermediates in {sorted(inter)}"
-    for key in checked:
-        ref = inter[key]
-        err = (computed[key] - ref).abs().max() / ref.abs().max()
-        assert err <= 1e-9, (key, err.item())
-    if "attn_mask_blocked" in inter:
-        h, w = feats.shape[-2:]
-        inside = dense_window_mask(out_size, (h, w), case["config"]["window_ratio"])
-        assert torch.equal(~inside, inter["attn_mask_blocked"])
+from anyup_dense.checkpoints import CheckpointMismatchError
+from helpers import load_fixture, relative_errors
 
 
 def test_released_architecture_keys():
@@ -130,7 +51,7 @@ def test_load_from_file_url_through_hub_cache(tmp_path, monkeypatch):
     (tmp_path / "served").mkdir()
     served = _save_released_layout(tmp_path / "served", case["state_dict"])
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
-    monkeypatch.setitem(RELEASES, "anyup_paper", served.as_uri())
+    monkeypatch.setitem(RELEASES, "anyup_paper", dataclasses.replace(RELEASES["anyup_paper"], url=served.as_uri()))
     model = build_upsampler("anyup", pretrained="anyup_paper", progress=False)
     cached = tmp_path / "torch_home" / "hub" / "checkpoints" / "anyup_paper.pth"
     assert cached.is_file()
@@ -199,7 +120,7 @@ def test_wrong_guidance_channels():
 def test_unreachable_url_says_how_to_load_offline(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
     missing = (tmp_path / "nowhere" / "anyup_paper.pth").as_uri()
-    monkeypatch.setitem(RELEASES, "anyup_paper", missing)
+    monkeypatch.setitem(RELEASES, "anyup_paper", dataclasses.replace(RELEASES["anyup_paper"], url=missing))
     expected_cache = tmp_path / "torch_home" / "hub" / "checkpoints" / "anyup_paper.pth"
     with pytest.raises(OSError, match=f"could not download {missing}.*pass its path as pretrained=, or copy "
                                       f"it to {expected_cache}"):

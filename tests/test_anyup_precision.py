@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 from anyup_dense.upsamplers.anyup import AnyUp
 from anyup_dense.upsamplers.anyup_layers import FeatureAgnosticLayer
-from conftest import LargestTensor
+from helpers import LargestTensor
 
 
 def mean_relative_error(ours: torch.Tensor, ref: torch.Tensor) -> float:

@@ -1,9 +1,12 @@
 """tools/benchmark.py runs end to end on a tiny case and reports what it measured (not a timing test)."""
 import json
 
-from conftest import load_tool
+import pytest
+
+from helpers import load_tool
 
 
+@pytest.mark.slow
 def test_benchmark_writes_table_json_and_plot(tmp_path, capsys):
     benchmark = load_tool("benchmark")
     json_path, plot_path = tmp_path / "bench.json", tmp_path / "bench.png"

@@ -1,4 +1,5 @@
 """anyup_dense.compare: the preservation figure, peak-memory tracking, the upsampler zoo, tables."""
+import dataclasses
 import csv
 
 import numpy as np
@@ -68,6 +69,7 @@ def tiny_vit():
     return TimmViT("vit_small_patch14_dinov2.lvd142m", img_size=56, depth=1, embed_dim=32, num_heads=2)
 
 
+@pytest.mark.slow
 def test_zoo_builds_every_upsampler_for_the_backbone(tiny_vit, tmp_path, monkeypatch):
     """Every registered upsampler runs on the tiny ViT's C=32 features of a 126 image (9x9) to
     36x36, random weights when nothing is cached, and the per-image fit with the requested steps."""
@@ -97,7 +99,8 @@ def test_zoo_uses_a_cached_release_and_falls_back_when_a_download_fails(tiny_vit
     assert entry.weights == "anyup_paper"
     for key, value in reference.state_dict().items():
         assert torch.equal(entry.upsampler.state_dict()[key], value), key
-    monkeypatch.setitem(anyup.RELEASES, "anyup_paper", "http://127.0.0.1:9/anyup_paper_missing.pth")
+    monkeypatch.setitem(anyup.RELEASES, "anyup_paper",
+                        dataclasses.replace(anyup.RELEASES["anyup_paper"], url="http://127.0.0.1:9/anyup_paper_missing.pth", file_name="anyup_paper_missing.pth"))
     entry = build_for_backbone("anyup", tiny_vit, 56, allow_download=True)
     assert entry.weights.startswith("random (anyup_paper could not be fetched")
 

@@ -5,7 +5,7 @@ import csv
 import pytest
 from mmengine import Config
 
-from conftest import load_tool
+from helpers import load_tool
 from mmseg_helpers import CONFIGS, CROP, tiny_config
 
 
@@ -22,6 +22,7 @@ def read_csv(path) -> list:
         return list(csv.DictReader(file))
 
 
+@pytest.mark.slow
 def test_compare_writes_table_csv_chart_and_reuses_runs(synthetic_root, tmp_path):
     compare = load_tool("compare")
     argv = ["--protocol", "anyup", "--dataset", "ade20k-151", "--upsamplers", "bilinear,anyup", "--random-weights",
@@ -47,6 +48,7 @@ def test_compare_writes_table_csv_chart_and_reuses_runs(synthetic_root, tmp_path
     assert [r["mIoU"] for r in again] == [r["mIoU"] for r in rows]
 
 
+@pytest.mark.slow
 def test_feature_space_preservation_trains_one_probe_and_evaluates_each_upsampler(synthetic_root, tmp_path):
     compare = load_tool("compare")
     config = tiny_compare_config(synthetic_root, tmp_path, "anyup_fsp_ade20k-151.py")

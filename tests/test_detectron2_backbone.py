@@ -7,7 +7,8 @@ import torch
 from detectron2_helpers import TINY_VIT, d2
 
 from anyup_dense import build_upsampler
-from anyup_dense.backbones import IMAGENET_MEAN, IMAGENET_STD, TimmViT
+from anyup_dense.backbones import TimmViT
+from anyup_dense.imaging import IMAGENET_MEAN, IMAGENET_STD
 from anyup_dense.upsamplers.base import Upsampler
 
 D2_MEAN_BGR, D2_STD_BGR = (103.53, 116.28, 123.675), (57.375, 57.12, 58.395)
@@ -148,6 +149,7 @@ def test_layer_decay_skips_frozen_vit_and_survives_the_lr_scheduler():
     optimizer = d2.build_optimizer(cfg, trained)
     assert isinstance(optimizer, torch.optim.AdamW)
     scheduler = build_lr_scheduler(cfg, optimizer)
+    optimizer.step()  # no gradients: nothing moves, but the scheduler sees the order torch expects
     scheduler.step()
     ratios = sorted({round(g["lr"] / 0.1, 6) for g in optimizer.param_groups})
     assert ratios == [0.125, 0.25, 0.5, 1.0]

@@ -39,6 +39,7 @@ def test_every_published_variant_has_a_config():
             assert f"{arch}_vit_s14_{variant}" in names
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", YAML_VARIANTS, ids=lambda p: p.stem)
 def test_yacs_config_builds_and_infers(path):
     from detectron2.config import get_cfg
@@ -61,6 +62,7 @@ def test_yacs_config_builds_and_infers(path):
     _check_inference(model, has_masks=cfg.MODEL.MASK_ON)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", LAZY_CONFIGS, ids=lambda p: p.stem)
 def test_lazy_config_builds_and_infers(path):
     from detectron2.config import LazyConfig, instantiate
@@ -99,6 +101,7 @@ def test_lazy_docstring_examples_are_the_tested_ones():
     assert _docstring_overrides(LAZY_ANYUP) == list(LAZY_DOC_EXAMPLES)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("spelling", ["null", "None"])
 @pytest.mark.parametrize("example", list(LAZY_DOC_EXAMPLES))
 def test_lazy_docstring_overrides_work_as_written(example, spelling, no_network):

@@ -10,6 +10,8 @@ import torch.multiprocessing as mp
 from detectron2_helpers import ddp_train_worker, synthetic_coco_files  # noqa: F401
 from upsampler_helpers import learned_upsamplers
 
+pytestmark = pytest.mark.slow
+
 UPSAMPLERS = learned_upsamplers()
 LEARNED = ("anyup", "featsharp", "featup_jbu")  # at least these have weights to train
 WORLD_SIZE = 2

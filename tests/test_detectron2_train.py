@@ -17,7 +17,8 @@ def assert_coco_results(results, tasks):
             value = results[task][key]
             assert math.isfinite(value) or key in ("APm", "APl"), (task, key, value)
             assert math.isnan(value) or 0.0 <= value <= 100.0
-        assert results[task]["AP50"] >= 0.0
+        # AP averages the APs at IoU 0.50:0.95, each at most the loosest one's
+        assert results[task]["AP"] <= results[task]["AP50"] and results[task]["AP75"] <= results[task]["AP50"]
 
 
 def tiny_opts(dataset, output_dir):
@@ -32,9 +33,23 @@ def tiny_opts(dataset, output_dir):
             "INPUT.MAX_SIZE_TEST", "128", "DATASETS.TRAIN", f"('{dataset}',)",
             "DATASETS.TEST", f"('{dataset}',)", "DATALOADER.NUM_WORKERS", "0", "SOLVER.IMS_PER_BATCH", "2",
             "SOLVER.MAX_ITER", "3", "SOLVER.STEPS", "()", "SOLVER.WARMUP_ITERS", "0", "SOLVER.BASE_LR", "0.001",
-            "OUTPUT_DIR", str(output_dir)]
+            "SOLVER.CHECKPOINT_PERIOD", "1", "OUTPUT_DIR", str(output_dir)]
 
 
+def assert_trained(output_dir, frozen_prefixes) -> None:
+    """The weights after the last iteration differ from those after the first (checkpoint
+    every iteration) in the trainable heads, and not in the frozen parts."""
+    def weights(name):
+        return torch.load(output_dir / name, map_location="cpu", weights_only=False)["model"]
+
+    first, final = weights("model_0000000.pth"), weights("model_final.pth")
+    changed = {key for key, value in final.items() if not torch.equal(first[key], value)}
+    for trainable in ("proposal_generator.", "roi_heads.box_predictor.", "roi_heads.mask_head."):
+        assert any(key.startswith(trainable) for key in changed), trainable
+    assert not [key for key in changed if key.startswith(frozen_prefixes)]
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("upsampler", ["bilinear", "anyup"])
 def test_yacs_mask_rcnn_trains_and_evaluates_via_train_net(upsampler, synthetic_coco, tmp_path):
     """tools/train_net.py end to end: a variant yaml from configs/ plus a tiny-model yaml on top."""
@@ -54,6 +69,7 @@ MODEL:
     args = train_net.argument_parser().parse_args(["--config-file", str(tiny), *opts])
     results = train_net.main(args)
     assert_coco_results(results, ["bbox", "segm"])
+    assert_trained(tmp_path / "out", ("backbone.vit.", "backbone.upsampler."))  # both FROZEN in the variant
     weights = tmp_path / "out" / "model_final.pth"
     assert weights.is_file()
     # --eval-only on the saved weights reproduces the evaluation that ended training.
@@ -64,6 +80,7 @@ MODEL:
         assert evaluated[task] == pytest.approx(results[task], nan_ok=True)
 
 
+@pytest.mark.slow
 def test_eval_only_with_a_full_checkpoint_needs_no_network(synthetic_coco, tmp_path, no_network):
     """The AnyUp variant keeps its pre-trained sources (VIT.PRETRAINED "default": timm's hub;
     UPSAMPLER.PRETRAINED "anyup_multi_backbone": a URL); MODEL.WEIGHTS holds both parts, so
@@ -121,6 +138,7 @@ def _train_and_snapshot(cfg):
     return upsampler, before
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("frozen", [True, False])
 def test_frozen_means_frozen(frozen, synthetic_coco, tmp_path):
     cfg = tiny_yacs_cfg(MASK_RCNN / "mask_rcnn_vit_s14_anyup_2x.yaml", "anyup", synthetic_coco, str(tmp_path))
@@ -140,6 +158,7 @@ def test_frozen_means_frozen(frozen, synthetic_coco, tmp_path):
         assert any(k.startswith("image_encoder") for k in changed), changed
 
 
+@pytest.mark.slow
 def test_lazyconfig_mask_rcnn_trains_and_evaluates(synthetic_coco, tmp_path, no_network):
     """Trains and evaluates; then the saved weights evaluate the same with the config's
     pre-trained sources restored (nothing fetched: the checkpoint holds them)."""
@@ -168,7 +187,7 @@ def test_lazyconfig_mask_rcnn_trains_and_evaluates(synthetic_coco, tmp_path, no_
     cfg.dataloader.train.total_batch_size = 2
     cfg.dataloader.train.num_workers = cfg.dataloader.test.num_workers = 0
     cfg.dataloader.evaluator.output_dir = str(tmp_path / "eval")
-    cfg.train.update(device="cpu", max_iter=3, output_dir=str(tmp_path), checkpointer={"period": 1000})
+    cfg.train.update(device="cpu", max_iter=3, output_dir=str(tmp_path), checkpointer={"period": 1})
     cfg.lr_multiplier.scheduler.milestones = [1, 2, 3]
     cfg.lr_multiplier.warmup_length = 0.0
 
@@ -176,6 +195,7 @@ def test_lazyconfig_mask_rcnn_trains_and_evaluates(synthetic_coco, tmp_path, no_
     assert isinstance(model.backbone, d2.UpsampledViTBackbone) and model.backbone.factor == 2
     assert MetadataCatalog.get(synthetic_coco).thing_classes == ["box", "triangle"]
     assert_coco_results(results, ["bbox", "segm"])
+    assert_trained(tmp_path, ("backbone.vit.", "backbone.upsampler."))  # frozen=True, upsampler_frozen=True
 
     cfg.model.backbone.vit.pretrained = True
     cfg.model.backbone.upsampler.pretrained = "anyup_multi_backbone"

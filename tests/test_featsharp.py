@@ -1,37 +1,19 @@
-"""FeatSharp: parity with the official implementation, checkpoints (plain and spectral), errors."""
+"""FeatSharp: the featurizer path, checkpoints (plain and spectral), errors (parity with the official
+code: tests/test_parity.py)."""
 import pytest
 import torch
 
 from anyup_dense import build_upsampler
 from anyup_dense.ops.neighborhood_attention import neighborhood_attention
-from anyup_dense.upsamplers.checkpoint import CheckpointMismatchError
-from anyup_dense.upsamplers.featsharp import FeatSharp, low_res_views, tile_crops
-from anyup_dense.upsamplers.featsharp_checkpoint import bake_spectral_weights, convert_official_state_dict
+from anyup_dense.checkpoints import CheckpointMismatchError
+from anyup_dense.upsamplers.featsharp import FeatSharp, tile_crops
+from anyup_dense.upsamplers.featsharp_checkpoint import bake_spectral_weights
 from anyup_dense.upsamplers.featsharp_fusion import alibi_slopes
 from anyup_dense.upsamplers.featsharp_jbu import prime_factors
-from conftest import FIXTURES, load_fixture, relative_errors
+from helpers import FIXTURES, load_fixture, relative_errors
+from parity_adapters import build_model, inputs_in
 
 CASES = sorted(p.name for p in FIXTURES.glob("featsharp_*.pt"))
-DENORMALIZED_CASES = [name for name in CASES if "output_denormalized" in load_fixture(name)["intermediates"]]
-
-
-def model_for(case: dict, dtype: torch.dtype = torch.float64, **kwargs) -> FeatSharp:
-    cfg = case["config"]
-    model = FeatSharp(cfg["dim"], cfg["upsample_factor"], cfg["model_resolution"], cfg["patch_size"],
-                      no_ln=cfg["no_ln"], **kwargs)
-    model.load_state_dict(convert_official_state_dict(case["state_dict"]), strict=True)
-    return model.to(dtype).eval()
-
-
-def inputs_for(case: dict, dtype: torch.dtype = torch.float64) -> dict:
-    return {key: value.to(dtype) for key, value in case["inputs"].items()}
-
-
-def run_case(case: dict, dtype: torch.dtype, **kwargs) -> torch.Tensor:
-    model, inputs = model_for(case, dtype, **kwargs), inputs_for(case, dtype)
-    with torch.no_grad():
-        return model(inputs["features"], inputs["image"], output_size=model.hr_size,
-                     tile_features=inputs["tile_features"])
 
 
 def split_tiles(tiles: torch.Tensor, factor: int) -> torch.Tensor:
@@ -42,69 +24,11 @@ def split_tiles(tiles: torch.Tensor, factor: int) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("name", CASES)
-def test_parity_float64(name):
-    case = load_fixture(name)
-    out = run_case(case, torch.float64)
-    assert out.shape == case["output"].shape
-    assert relative_errors(out, case["output"])[0] <= 1e-9
-
-
-@pytest.mark.parametrize("name", CASES)
-def test_parity_float32(name):
-    case = load_fixture(name)
-    out = run_case(case, torch.float32)
-    assert out.dtype == torch.float32
-    rel_max, rel_norm = relative_errors(out, case["output"])
-    assert rel_max <= 1e-4, rel_max
-    assert rel_norm <= 1e-5, rel_norm
-
-
-def test_fixtures_present():
-    assert len(CASES) == 4, CASES
-    assert len(DENORMALIZED_CASES) == 3, DENORMALIZED_CASES
-
-
-@pytest.mark.parametrize("name", DENORMALIZED_CASES)
-def test_denormalized_output(name):
-    case = load_fixture(name)
-    out = run_case(case, torch.float64, denormalize=True)
-    assert relative_errors(out, case["intermediates"]["output_denormalized"])[0] <= 1e-9
-
-
-@pytest.mark.parametrize("name", CASES)
-def test_intermediates_float64(name):
-    case = load_fixture(name)
-    model, inputs, inter = model_for(case), inputs_for(case), case["intermediates"]
-    n, b = model.hr_size, inputs["image"].shape[0]
-    with torch.no_grad():
-        guidance = torch.nn.functional.interpolate(inputs["image"], size=(n, n), mode="bilinear",
-                                                   align_corners=False)
-        lr, tiles = model.standardize(inputs["features"]), model.standardize(inputs["tile_features"])
-        jbu = model.jbu(lr, guidance)
-        tile_bias = model.tile_pos.repeat_interleave(model.lr_size, 2).repeat_interleave(model.lr_size, 3)
-        tokens = torch.cat([jbu, tiles + tile_bias], dim=1).permute(0, 2, 3, 1)
-        block = model.block
-        attn_residual = block.ls1(block.attn(block.norm1(tokens)))
-        computed = {
-            "lr_normalized": lr, "tiles_normalized": tiles, "jbu": jbu,
-            "level_input": tokens.reshape(b, n * n, -1),
-            "attn_residual": attn_residual.reshape(b, n * n, -1),
-            "ffn_residual": block.ls2(block.mlp(block.norm2(tokens + attn_residual))).reshape(b, n * n, -1),
-            "featurizer_input": torch.cat([low_res_views(inputs["image"], model.model_resolution),
-                                           tile_crops(inputs["image"], model.model_resolution,
-                                                      model.upsample_factor)]),
-        }
-    for key in set(inter) - {"output_denormalized"}:
-        err = (computed[key] - inter[key]).abs().max() / inter[key].abs().max()
-        assert err <= 1e-9, (key, err.item())
-
-
-@pytest.mark.parametrize("name", CASES)
 def test_featurizer_path_matches_tile_features(name):
     """featurizer= receives the u*u crops (checked against the official crops where kept) and its
     outputs are assembled exactly as the given tile_features."""
     case = load_fixture(name)
-    model, inputs = model_for(case), inputs_for(case)
+    model, inputs = build_model(case), inputs_in(case, torch.float64)
     b, factor = inputs["image"].shape[0], model.upsample_factor
     seen = []
 
@@ -122,7 +46,7 @@ def test_featurizer_path_matches_tile_features(name):
 
 def test_default_output_size_is_the_image_size():
     case = load_fixture("featsharp_u3_d24_b2.pt")
-    model, inputs = model_for(case), inputs_for(case)
+    model, inputs = build_model(case), inputs_in(case, torch.float64)
     with torch.no_grad():
         out = model(inputs["features"], inputs["image"], tile_features=inputs["tile_features"])
     native = torch.nn.functional.interpolate(case["output"], size=(50, 38), mode="bilinear", align_corners=False)
@@ -133,7 +57,7 @@ def test_default_output_size_is_the_image_size():
 
 def test_zero_layer_scale_returns_the_jbu_branch():
     case = load_fixture("featsharp_u4_d40.pt")
-    model, inputs = model_for(case), inputs_for(case)
+    model, inputs = build_model(case), inputs_in(case, torch.float64)
     with torch.no_grad():
         model.block.ls1.gamma.zero_()
         model.block.ls2.gamma.zero_()
@@ -224,7 +148,7 @@ def test_spectral_training_checkpoint_loads_through_hub_cache(tmp_path, monkeypa
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
     model = _build(case, served.as_uri())
     assert (tmp_path / "torch_home" / "hub" / "checkpoints" / "last.pth.tar").is_file()
-    inputs = inputs_for(case)
+    inputs = inputs_in(case, torch.float64)
     with torch.no_grad():
         out = model.double()(inputs["features"], inputs["image"], model.hr_size, tile_features=inputs["tile_features"])
     assert relative_errors(out, case["output"])[0] <= 1e-9

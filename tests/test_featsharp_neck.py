@@ -10,7 +10,7 @@ from mmengine.registry import init_default_scope
 from mmseg.registry import MODELS
 
 import anyup_dense.integrations.mmseg  # noqa: F401
-from anyup_dense.integrations.mmseg.guidance import backbone_featurizer
+from anyup_dense.backbones.featurizer import backbone_featurizer
 from mmseg_helpers import batch
 
 CONFIG = (pathlib.Path(__file__).resolve().parents[1] / "configs" / "mmseg" / "linear_probe"

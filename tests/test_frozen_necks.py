@@ -8,6 +8,7 @@ import anyup_dense.integrations.mmseg  # noqa: F401
 from mmseg_helpers import CONFIGS, tiny_config
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("neck", ["bilinear", "anyup", "featup", "featsharp"])
 def test_trainable_backbone_learns_through_frozen_neck(neck, synthetic_root, tmp_path):
     config = CONFIGS / "linear_probe" / f"{neck}_vit-s14-dinov2_linear-probe_ade20k-151_448x448.py"

@@ -2,9 +2,12 @@
 and reports each one; a failing check makes it exit non-zero."""
 import json
 
-from conftest import load_tool
+import pytest
+
+from helpers import load_tool
 
 
+@pytest.mark.slow
 def test_gpu_check_on_cpu_interpreter(tmp_path):
     gpu_check = load_tool("gpu_check")
     out = tmp_path / "check.json"
@@ -18,6 +21,7 @@ def test_gpu_check_on_cpu_interpreter(tmp_path):
     assert all(max(row["errors"].values()) < 1e-5 for row in float32)  # measured <= 1.3e-6
 
 
+@pytest.mark.slow
 def test_gpu_check_fails_on_a_wrong_kernel(tmp_path, monkeypatch):
     import anyup_dense.ops.window_attention_triton as triton_ops
 

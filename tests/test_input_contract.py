@@ -86,6 +86,11 @@ def test_any_channels_and_output_size(name, channels, output_size):
     assert torch.isfinite(out).all()
 
 
+# Relative L2 error against float32, measured over 20 seeds of this case (CPU): fp16 at most
+# 6.8e-4, bf16 at most 5.0e-3 (8 vs 11 mantissa bits); tolerances about 3x that.
+LOW_PRECISION_TOLERANCE = {torch.float16: 2e-3, torch.bfloat16: 1.5e-2}
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_low_precision_runs_close_to_float32(dtype):
     """fp16/bf16 run end to end; the result stays near the float32 one (AnyUp is a convex
@@ -96,7 +101,7 @@ def test_low_precision_runs_close_to_float32(dtype):
         ref = model(feats, image)
         low = model.to(dtype)(feats.to(dtype), image.to(dtype))
     assert low.dtype == dtype
-    assert ((low.float() - ref).norm() / ref.norm()).item() < 0.25
+    assert ((low.float() - ref).norm() / ref.norm()).item() < LOW_PRECISION_TOLERANCE[dtype]
 
 
 def test_validate_inputs_resolves_size():

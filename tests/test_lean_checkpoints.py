@@ -17,8 +17,10 @@ from mmseg.registry import MODELS
 from anyup_dense import build_upsampler
 from anyup_dense.backbones import TimmViT
 from anyup_dense.integrations.mmseg.cli import trusted_checkpoint_loading
-from conftest import load_tool
+from helpers import load_tool
 from mmseg_helpers import CONFIGS, TINY_BACKBONE, tiny_config
+
+pytestmark = pytest.mark.slow
 
 PROBE = CONFIGS / "linear_probe" / "anyup_vit-s14-dinov2_linear-probe_ade20k-151_448x448.py"
 FROZEN = ("backbone.", "neck.upsampler.")

@@ -14,8 +14,10 @@ import torch
 from mmengine.runner import CheckpointLoader
 
 from anyup_dense.integrations.mmseg.cli import UntrustedCheckpointError, trusted_checkpoint_loading
-from conftest import load_tool
+from helpers import load_tool
 from mmseg_helpers import CONFIGS, tiny_config
+
+pytestmark = pytest.mark.slow
 
 UNSAFE_ENV = "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"
 CONFIG = CONFIGS / "linear_probe" / "bilinear_vit-s14-dinov2_linear-probe_ade20k-151_448x448.py"

@@ -13,6 +13,8 @@ import torch.multiprocessing as mp
 from mmseg_helpers import CONFIGS, tiny_config
 from upsampler_helpers import FEATSHARP_KWARGS, TINY_UPSAMPLER_KWARGS, learned_upsamplers
 
+pytestmark = pytest.mark.slow
+
 NECK_KWARGS = {**TINY_UPSAMPLER_KWARGS, "featsharp": FEATSHARP_KWARGS}
 UPSAMPLERS = learned_upsamplers()
 WORLD_SIZE = 2

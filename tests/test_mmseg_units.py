@@ -14,7 +14,8 @@ from mmengine.optim import OptimWrapper  # noqa: E402
 from mmengine.registry import init_default_scope  # noqa: E402
 from mmseg.registry import MODELS  # noqa: E402
 
-from anyup_dense.integrations.mmseg.guidance import ToImageNet, backbone_featurizer  # noqa: E402
+from anyup_dense.backbones.featurizer import backbone_featurizer  # noqa: E402
+from anyup_dense.integrations.mmseg.guidance import ToImageNet  # noqa: E402
 from anyup_dense.integrations.mmseg.transforms import ResizeCenterCrop, decode_normals, encode_normals  # noqa: E402
 from mmseg_helpers import batch  # noqa: E402
 
@@ -166,7 +167,7 @@ def test_missing_mmseg_is_named(monkeypatch):
 
 
 def test_segmentor_memory_tool_reports_a_full_resolution_forward(capsys):
-    from conftest import load_tool
+    from helpers import load_tool
 
     result = load_tool("segmentor_memory").main(["--size", "56", "--backbone", "vit_small_patch14_dinov2"])
     assert result["output"] == (1, 150, 56, 56)

@@ -20,8 +20,10 @@ from mmseg.registry import DATASETS, MODELS
 from anyup_dense.integrations.mmseg.metrics import angular_errors
 from anyup_dense.integrations.mmseg.transforms import decode_normals
 from anyup_dense.integrations.mmseg.visualization import input_image
-from conftest import load_tool
+from helpers import load_tool
 from mmseg_helpers import CONFIGS, CROP, tiny_config
+
+pytestmark = pytest.mark.slow
 
 KINDS = {
     "segmentation": CONFIGS / "linear_probe" / "bilinear_vit-s14-dinov2_linear-probe_ade20k-151_448x448.py",

@@ -1,5 +1,6 @@
-"""NAF: parity with the official implementation, NATTEN's window rule against an independent
+"""NAF (parity with the official code: tests/test_parity.py): NATTEN's window rule against an independent
 dense formula (values and gradients), chunking, checkpoint loading, errors."""
+import dataclasses
 import pathlib
 
 import pytest
@@ -11,27 +12,13 @@ from anyup_dense import build_upsampler
 from anyup_dense.ops.neighborhood_attention_dilated import (cross_scale_neighborhood_attention,
                                                             cross_scale_neighbors, natten_neighbors,
                                                             nearest_exact_index)
-from anyup_dense.upsamplers.checkpoint import CheckpointMismatchError
+from anyup_dense.checkpoints import CheckpointMismatchError
 from anyup_dense.upsamplers.naf import NAF, RELEASES, guidance_size
-from conftest import FIXTURES, load_fixture, relative_errors
+from helpers import FIXTURES, load_fixture, relative_errors
+from parity_adapters import ADAPTERS, build_model
 
 CASES = sorted(p.name for p in FIXTURES.glob("naf_*.pt"))
-CTOR_KEYS = ("dim", "heads_attn", "heads_rope", "kernel_size", "use_encoder", "rope_base", "rope_rescale",
-             "img_layers")
 RELEASED = "naf_released_c12_nonint.pt"
-
-
-def model_for(case: dict, dtype: torch.dtype, **kwargs) -> NAF:
-    model = NAF(**{k: case["config"][k] for k in CTOR_KEYS}, **kwargs)
-    model.load_state_dict(case["state_dict"], strict=True)
-    return model.to(dtype).eval()
-
-
-def run_case(case: dict, dtype: torch.dtype) -> torch.Tensor:
-    inputs = case["inputs"]
-    with torch.no_grad():
-        return model_for(case, dtype)(inputs["features"].to(dtype), inputs["image"].to(dtype),
-                                      tuple(case["config"]["output_size"]))
 
 
 # ---------------------------------------------------------------- independent dense formula
@@ -77,64 +64,22 @@ def dense_reference(q, k, v, kernel: int, scale: float):
 
 
 # ---------------------------------------------------------------- parity with the fixtures
-def test_fixtures_present():
-    assert len(CASES) == 4, CASES
 
 
 @pytest.mark.parametrize("name", CASES)
-def test_parity_float64(name):
+def test_index_tables_follow_the_independent_rules_at_fixture_sizes(name):
+    """At each fixture's sizes, the nearest-exact source indices and NATTEN's windows equal the
+    exact rational rule and the window rule written out above (the fixtures' own index tables are
+    compared in tests/test_parity.py)."""
     case = load_fixture(name)
-    out = run_case(case, torch.float64)
-    assert out.shape == case["output"].shape and out.dtype == torch.float64
-    rel_max, _ = relative_errors(out, case["output"])
-    assert rel_max <= 1e-9, rel_max  # measured <= 4.7e-15
-
-
-@pytest.mark.parametrize("name", CASES)
-def test_parity_float32(name):
-    case = load_fixture(name)
-    out = run_case(case, torch.float32)
-    assert out.dtype == torch.float32
-    rel_max, rel_norm = relative_errors(out, case["output"])
-    assert rel_max <= 1e-4, rel_max  # measured <= 2.1e-6 (official float32: <= 1.15e-6)
-    assert rel_norm <= 1e-5, rel_norm  # measured <= 5.5e-7
-
-
-@pytest.mark.parametrize("name", CASES)
-def test_intermediates_float64(name):
-    """Each stage the fixture kept matches, the index tables exactly; the head-averaged window
-    probabilities of the dense reference (on our Q, K) match NATTEN's."""
-    case = load_fixture(name)
-    model = model_for(case, torch.float64)
-    cfg, inter = case["config"], case["intermediates"]
-    image, feats = case["inputs"]["image"], case["inputs"]["features"]
-    out_size, (h, w) = tuple(cfg["output_size"]), feats.shape[-2:]
-    with torch.no_grad():
-        resized = F.interpolate(image, size=guidance_size(image.shape[-2:], out_size), mode="bilinear",
-                                align_corners=False)
-        encoding = model.image_encoder.encode(resized)
-        queries = model.queries(image, out_size)
-        keys = F.adaptive_avg_pool2d(queries, (h, w))
-        computed = {"image_resized": resized, "encoding": encoding, "queries": queries, "keys": keys,
-                    "encoding_pooled": F.adaptive_avg_pool2d(encoding, out_size)}
-        heads = cfg["heads_attn"]
-        _, window_probs = dense_reference(model._heads(queries), model._heads(keys), model._heads(feats),
-                                          cfg["kernel_size"], (cfg["dim"] // heads) ** -0.5)
-        computed["attn"] = window_probs.mean(1)
-    checked = [key for key in computed if key in inter]
-    assert checked, sorted(inter)
-    for key in checked:
-        err = ((computed[key] - inter[key]).abs().max() / inter[key].abs().max()).item()
-        assert err <= 1e-9, (key, err)
-    (ho, wo), k = out_size, cfg["kernel_size"]
-    for axis, out_len, in_len in (("h", ho, h), ("w", wo, w)):
+    cfg, (h, w) = case["config"], case["inputs"]["features"].shape[-2:]
+    kernel = cfg["kernel_size"]
+    for out_len, in_len in ((cfg["output_size"][0], h), (cfg["output_size"][1], w)):
         nn_index = nearest_exact_index(in_len, out_len, torch.float64)
-        assert torch.equal(nn_index, inter[f"nn_index_{axis}"].long())
+        windows = natten_neighbors(out_len, kernel, out_len // in_len)
         assert torch.equal(nn_index, nearest_exact_reference(in_len, out_len))
-        windows = natten_neighbors(out_len, k, out_len // in_len)
-        assert torch.equal(windows, inter[f"window_{axis}"].long())
-        assert torch.equal(windows, natten_windows_reference(out_len, k, out_len // in_len))
-        assert torch.equal(cross_scale_neighbors(in_len, out_len, k, torch.float64), nn_index[windows])
+        assert torch.equal(windows, natten_windows_reference(out_len, kernel, out_len // in_len))
+        assert torch.equal(cross_scale_neighbors(in_len, out_len, kernel, torch.float64), nn_index[windows])
 
 
 # ---------------------------------------------------------------- the attention op
@@ -202,7 +147,7 @@ def test_model_gradients_match_dense_formula():
     """Backward through the whole model (encoder parameters, features) equals the same model
     with the dense formula in place of the chunked op."""
     case = load_fixture("naf_c1_b2_h1_k5.pt")
-    model = model_for(case, torch.float64, max_pixels_per_chunk=16)
+    model = build_model(case, torch.float64, max_pixels_per_chunk=16)
     feats = case["inputs"]["features"].clone().requires_grad_()
     image, out_size = case["inputs"]["image"], tuple(case["config"]["output_size"])
     weights = torch.randn(feats.shape[0], feats.shape[1], *out_size, dtype=torch.float64)
@@ -224,7 +169,7 @@ def test_checkpointed_encoder_gives_identical_gradients():
     image, out_size = case["inputs"]["image"], tuple(case["config"]["output_size"])
     grads = []
     for flag in (False, True):
-        model = model_for(case, torch.float64, checkpoint_encoder=flag)
+        model = build_model(case, torch.float64, checkpoint_encoder=flag)
         feats = case["inputs"]["features"].clone().requires_grad_()
         out = model(feats, image, out_size)
         grads.append(torch.autograd.grad(out.square().sum(), [feats, *model.parameters()]))
@@ -234,7 +179,7 @@ def test_checkpointed_encoder_gives_identical_gradients():
 
 def test_rope_rescale_only_in_training():
     case = load_fixture("naf_c9_h3_k7_preresize.pt")
-    model = model_for(case, torch.float64)
+    model = build_model(case, torch.float64)
     feats, image = case["inputs"]["features"], case["inputs"]["image"]
     with torch.no_grad():
         model.train()
@@ -270,7 +215,7 @@ def test_load_release_through_file_url_and_hub_cache(tmp_path, monkeypatch):
     case = load_fixture(RELEASED)
     served = _serve(tmp_path, case["state_dict"])
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
-    monkeypatch.setitem(RELEASES, "naf_release", served.as_uri())
+    monkeypatch.setitem(RELEASES, "naf_release", dataclasses.replace(RELEASES["naf_release"], url=served.as_uri()))
     model = build_upsampler("naf", pretrained="naf_release", progress=False)
     assert (tmp_path / "torch_home" / "hub" / "checkpoints" / "naf_release.pth").is_file()
     assert not model.training
@@ -288,7 +233,7 @@ def test_load_release_through_file_url_and_hub_cache(tmp_path, monkeypatch):
 def test_build_with_official_constructor_names_from_path(tmp_path, name):
     case = load_fixture(name)
     path = _serve(tmp_path, case["state_dict"])
-    kwargs = {k: case["config"][k] for k in CTOR_KEYS}
+    kwargs = {k: case["config"][k] for k in ADAPTERS["naf"].ctor_keys}
     model = build_upsampler("naf", pretrained=str(path), **kwargs).double()
     inputs = case["inputs"]
     with torch.no_grad():

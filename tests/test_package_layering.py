@@ -1,6 +1,8 @@
-"""``import anyup_dense`` and the upsamplers need torch only (DESIGN.md: the framework-free core)."""
+"""``import anyup_dense`` and the upsamplers need torch only (the framework-free core)."""
 import subprocess
 import sys
+
+import pytest
 
 BLOCKED = ("mmseg", "mmcv", "mmengine", "detectron2", "timm", "triton")
 
@@ -17,6 +19,7 @@ print('ok', sorted(m for m in sys.modules if m.split('.')[0] in {BLOCKED!r} and 
 """
 
 
+@pytest.mark.slow
 def test_core_imports_and_runs_without_frameworks():
     result = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr

@@ -107,6 +107,7 @@ def recorded_lrs(runner: Runner) -> list:
     return [float(v) for v in values]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("protocol", sorted(DEFINITIONS))
 def test_preset_trains_and_evaluates_through_the_runner(protocol, synthetic_root, tmp_path):
     """1 epoch x 2 iterations (4 images, batch 2) on the synthetic data: the lr of each iteration

@@ -13,7 +13,7 @@ from anyup_dense.compare.report import GAP, LABEL_HEIGHT, grid_shape
 from anyup_dense.demo_image import synthetic_image
 from anyup_dense.visualization import FeaturePCA, side_by_side
 
-from conftest import load_tool
+from helpers import load_tool
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -51,6 +51,7 @@ def test_synthetic_image_is_deterministic():
     assert a.std() > 20  # not a flat image
 
 
+@pytest.mark.slow
 def test_quickstart_compares_every_upsampler(tmp_path):
     """Offline, no weights anywhere: every registered upsampler gets a row (random or no weights,
     time, peak memory, preservation) and a panel in the grid (image | low-res | upsamplers)."""

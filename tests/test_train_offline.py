@@ -8,7 +8,7 @@ import huggingface_hub.constants
 from huggingface_hub.errors import OfflineModeIsEnabled
 import pytest
 
-from conftest import ROOT, load_tool
+from helpers import ROOT, load_tool
 
 CONFIG = ROOT / "configs/mmseg/linear_probe/anyup_vit-s14-dinov2_linear-probe_ade20k-151_448x448.py"
 TINY = ["model.backbone.model_name=vit_small_patch14_dinov2", "model.backbone.img_size=56",
@@ -36,6 +36,7 @@ def test_offline_sets_the_variables(offline_env):
     assert huggingface_hub.constants.HF_HUB_OFFLINE is True
 
 
+@pytest.mark.slow
 def test_offline_uncached_vit_fails_fast_naming_the_key(offline_env, tmp_path):
     start = time.monotonic()
     with pytest.raises(OSError, match=r"--offline: .*not in the local cache.*model\.backbone\.pretrained=True") as info:

@@ -66,12 +66,14 @@ def test_cut_crops_takes_patch_aligned_windows():
     assert torch.equal(crops[2], images[1, :, 2:6, 2:6])
 
 
+@pytest.mark.slow
 def test_anyup_loss_decreases(image_folder, tmp_path):
     """The recipe's default precision, bf16 autocast, on CPU (forward and backward)."""
     assert_loss_decreases("anyup", image_folder, tmp_path, steps=40, margin=0.05, crop_size=32, crops_per_image=2,
                           lr=1e-3, upsampler_kwargs={"qk_dim": 32})
 
 
+@pytest.mark.slow
 def test_anyup_resume_is_bit_identical_and_loads_as_plain_state_dict(image_folder, tmp_path):
     path = assert_resume_bit_identical("anyup", image_folder, tmp_path, steps=4, crop_size=32, crops_per_image=2,
                                        upsampler_kwargs={"qk_dim": 32})

@@ -91,7 +91,7 @@ def test_latest_checkpoint_needs_both_files(tmp_path):
 
 
 @pytest.mark.parametrize("recipe, option", [("anyup", "crop_size"), ("featup_jbu", "image_size"),
-                                            ("featsharp", "resolution")])
+                                            ("featsharp", "model_resolution")])
 def test_image_sizes_must_be_patch_multiples(recipe, option, tmp_path):
     from anyup_dense.training.loop import build_recipe
     from training_helpers import tiny_config

@@ -12,7 +12,7 @@ from anyup_dense.upsamplers.featsharp import PhiSNormalizer
 from training_helpers import (TINY_BACKBONE_KWARGS, _one_thread, assert_loss_decreases,  # noqa: F401
                                    assert_resume_bit_identical, image_folder)
 
-SMALL = dict(resolution=32, phis_batches=3)
+SMALL = dict(model_resolution=32, phis_batches=3)
 CPU = DistInfo(0, 1, torch.device("cpu"))
 
 
@@ -61,11 +61,13 @@ def test_seam_grid_weights_two_pixel_bands_and_has_mean_one():
     assert grid[3, 0] == pytest.approx(2 * grid[0, 0].item())
 
 
+@pytest.mark.slow
 def test_featsharp_loss_decreases(image_folder, tmp_path):
     assert_loss_decreases("featsharp", image_folder, tmp_path, steps=30, margin=0.2, lr=2e-3, warmup_steps=0,
                           cosine_decay=False, **SMALL)
 
 
+@pytest.mark.slow
 def test_featsharp_resume_is_bit_identical_and_checkpoint_loads(image_folder, tmp_path):
     path = assert_resume_bit_identical("featsharp", image_folder, tmp_path, steps=4, **SMALL)
     dim, patch = TINY_BACKBONE_KWARGS["embed_dim"], TINY_BACKBONE_KWARGS["patch_size"]

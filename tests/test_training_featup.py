@@ -1,6 +1,7 @@
 """FeatUp JBU recipe: jitter geometry, the learned downsampler, a fixed-seed run lowers the
 loss, the checkpoint loads with ``build_upsampler("featup_jbu", dim=C, pretrained=path)``, and
 resuming is bit-identical."""
+import pytest
 import torch
 
 from anyup_dense import build_upsampler
@@ -47,10 +48,12 @@ def test_scaled_reconstruction_nll_formula():
     torch.testing.assert_close(scaled_reconstruction_nll(pred, target, scale), expected)
 
 
+@pytest.mark.slow
 def test_featup_loss_decreases(image_folder, tmp_path):
     assert_loss_decreases("featup_jbu", image_folder, tmp_path, steps=30, margin=0.2, **SMALL)
 
 
+@pytest.mark.slow
 def test_featup_resume_is_bit_identical_and_checkpoint_loads(image_folder, tmp_path):
     path = assert_resume_bit_identical("featup_jbu", image_folder, tmp_path, steps=4, **SMALL)
     dim = TINY_BACKBONE_KWARGS["embed_dim"]

@@ -4,6 +4,7 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from anyup_dense import build_upsampler
@@ -13,6 +14,7 @@ from training_helpers import TINY_BACKBONE, TINY_BACKBONE_KWARGS, image_folder  
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_two_process_gloo_run_writes_one_checkpoint(image_folder, tmp_path):
     import json
 

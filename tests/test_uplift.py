@@ -1,6 +1,7 @@
-"""UPLiFT: parity with the official implementation (outputs and every stored intermediate), the
-Local Attender against an independent per-pixel formula (values and gradients), chunked ==
+"""UPLiFT (parity with the official implementation: tests/test_parity.py): loading the official
+file, the Local Attender against an independent per-pixel formula (values and gradients), chunked ==
 unchunked, memory bound of the chunked op, checkpoint loading, precision, errors."""
+import dataclasses
 import numpy as np
 import pytest
 import torch
@@ -9,36 +10,17 @@ from safetensors.torch import save_file
 import anyup_dense.upsamplers.uplift  # noqa: F401  (registers "uplift")
 from anyup_dense import build_upsampler
 from anyup_dense.upsamplers import uplift_layers
-from anyup_dense.upsamplers.checkpoint import CheckpointMismatchError, CheckpointReadError
+from anyup_dense.checkpoints import CheckpointMismatchError, CheckpointReadError
 from anyup_dense.upsamplers.uplift import (RELEASES, UPLiFT, iterations_for, nearest, official_output_size,
                                            prescaled_size)
 from anyup_dense.upsamplers.uplift_layers import (OFFSETS, local_attention, local_attention_dense,
                                                   resize_antialiased, residual_auto)
-from conftest import FIXTURES, load_fixture, relative_errors, LargestTensor
+from helpers import FIXTURES, load_fixture, relative_errors, LargestTensor
+from parity_adapters import ADAPTERS, build_model, inputs_in, uplift_call, uplift_output_size
 
 CASES = sorted(p.name for p in FIXTURES.glob("uplift_*.pt"))
-CTOR_KEYS = ("in_channels", "patch_size", "iters", "encoder_hc", "decoder_hc")
 RELEASED = "uplift_released_dinov2s14_c384_i2.pt"
 TRAP = "uplift_p14_c16_border_nearest_trap.pt"
-
-
-def model_for(case: dict, dtype: torch.dtype, **kwargs) -> UPLiFT:
-    model = UPLiFT(**{**{k: case["config"][k] for k in CTOR_KEYS}, **kwargs})
-    model.load_state_dict(case["state_dict"], strict=True)
-    return model.to(dtype).eval()
-
-
-def case_output_size(case: dict):
-    """The official call's output size: ``outsize`` applied to the iterated map."""
-    cfg, (h, w) = case["config"], case["inputs"]["features"].shape[-2:]
-    return official_output_size(cfg["outsize"], (h << cfg["iters"], w << cfg["iters"]))
-
-
-def run_case(case: dict, dtype: torch.dtype, **kwargs) -> torch.Tensor:
-    inputs = case["inputs"]
-    with torch.no_grad():
-        return model_for(case, dtype, **kwargs)(inputs["features"].to(dtype), inputs["image"].to(dtype),
-                                                case_output_size(case))
 
 
 def _serve(tmp_path, state: dict, name: str = "uplift_dinov2-s14.safetensors"):
@@ -49,61 +31,27 @@ def _serve(tmp_path, state: dict, name: str = "uplift_dinov2-s14.safetensors"):
     return path
 
 
-# ---------------------------------------------------------------- parity with the fixtures
-def test_fixtures_present():
-    assert len(CASES) == 4, CASES
+def run_case(case: dict, dtype: torch.dtype, **kwargs) -> torch.Tensor:
+    with torch.no_grad():
+        return uplift_call(build_model(case, dtype, **kwargs), inputs_in(case, dtype), case)
 
 
-@pytest.mark.parametrize("name", CASES)
-def test_parity_float64_built_from_official_file(tmp_path, name):
-    """The acceptance path: build_upsampler("uplift", pretrained=<.safetensors>, official names)."""
-    case = load_fixture(name)
+def test_official_safetensors_file_reproduces_the_fixture_float64(tmp_path):
+    """The acceptance path: build_upsampler("uplift", pretrained=<.safetensors>, official names)
+    (parity of every fixture: tests/test_parity.py)."""
+    case = load_fixture("uplift_p16_c40_b2_i1.pt")
     path = _serve(tmp_path, case["state_dict"], "weights.safetensors")
-    model = build_upsampler("uplift", pretrained=path, **{k: case["config"][k] for k in CTOR_KEYS}).double()
-    inputs = case["inputs"]
-    with torch.no_grad():
-        out = model(inputs["features"], inputs["image"], case_output_size(case))
-    assert out.shape == case["output"].shape and out.dtype == torch.float64
-    rel_max, _ = relative_errors(out, case["output"])
-    assert rel_max <= 1e-9, rel_max  # measured <= 9.9e-16
-
-
-@pytest.mark.parametrize("name", CASES)
-def test_parity_float32(name):
-    case = load_fixture(name)
-    out = run_case(case, torch.float32)
-    assert out.dtype == torch.float32
-    rel_max, rel_norm = relative_errors(out, case["output"])
-    assert rel_max <= 1e-4, rel_max  # measured <= 7.6e-7 (official float32: <= 7.3e-7)
-    assert rel_norm <= 1e-5, rel_norm  # measured <= 2.4e-7
-
-
-@pytest.mark.parametrize("name", CASES)
-def test_intermediates_float64(name):
-    case = load_fixture(name)
-    model, inter = model_for(case, torch.float64), case["intermediates"]
-    features, image = case["inputs"]["features"], case["inputs"]["image"]
-    (h, w), iters = features.shape[-2:], case["config"]["iters"]
-    with torch.no_grad():
-        prescaled = model.prescale(image)
-        e3, e4 = model.encoder(prescaled)
-        computed = {"image_prescaled": prescaled, "it0_enc_lo": nearest(e4, (h, w)),
-                    "it0_enc_hi": nearest(e3, (2 * h, 2 * w))}
-        computed["it0_block0"] = model.decoder.block_0(features, computed["it0_enc_lo"])
-        computed["it0_up1"] = model.decoder.up_1(computed["it0_block0"])
-        computed["it0_guide"] = model.decoder.block_1(computed["it0_up1"], computed["it0_enc_hi"])
-        computed["it0_attn"] = model.attender.weights(computed["it0_guide"])
-        computed.update({f"step{k}": step for k, step in enumerate(model.iterate(features, image, iters))})
-    assert set(inter) <= set(computed), sorted(set(inter) - set(computed))
-    for key in inter:
-        rel_max, _ = relative_errors(computed[key], inter[key])
-        assert rel_max <= 1e-9, (key, rel_max)  # measured <= 1.9e-15
+    ctor = {k: case["config"][k] for k in ADAPTERS["uplift"].ctor_keys}
+    model = build_upsampler("uplift", pretrained=path, **ctor).double()
+    out = uplift_call(model, case["inputs"], case)
+    assert out.dtype == torch.float64
+    assert relative_errors(out, case["output"])[0] <= 1e-9  # measured 6.7e-16
 
 
 def test_iteration_count_from_output_size():
     """iters=None picks 4 iterations for 3x2 -> 42x28 (48x32, then resized down), as the case did."""
     case = load_fixture("uplift_p14_c24_i4_to_image.pt")
-    assert iterations_for((3, 2), case_output_size(case)) == 4
+    assert iterations_for((3, 2), uplift_output_size(case)) == 4
     out = run_case(case, torch.float64, iters=None)
     assert relative_errors(out, case["output"])[0] <= 1e-9
     assert iterations_for((32, 32), (448, 448)) == 4  # the official DINOv2 example: 512 -> 448
@@ -206,10 +154,10 @@ def test_model_chunked_equals_unchunked_with_gradients(monkeypatch):
     (features, image, every parameter) equal the official unchunked order (measured <= 3.7e-15)."""
     monkeypatch.setattr(uplift_layers, "RESIZE_GROUP_ELEMENTS", 3 * 40 * 24)  # 3 channels per group
     case = load_fixture(TRAP)
-    out_size = case_output_size(case)
+    out_size = uplift_output_size(case)
     results = []
     for chunked in (True, False):
-        model = model_for(case, torch.float64, chunked=chunked, max_elements_per_chunk=500)
+        model = build_model(case, torch.float64, chunked=chunked, max_elements_per_chunk=500)
         features = case["inputs"]["features"].clone().requires_grad_()
         image = case["inputs"]["image"].clone().requires_grad_()
         out = model(features, image, out_size)
@@ -220,8 +168,6 @@ def test_model_chunked_equals_unchunked_with_gradients(monkeypatch):
     for ours, ref in zip(*results):
         assert ours.abs().max() > 0
         assert (ours - ref).abs().max() <= 1e-12 * ref.abs().max()
-
-
 
 
 def test_chunked_attention_never_builds_the_neighbour_product():
@@ -267,7 +213,7 @@ def test_load_release_through_file_url_and_hub_cache(tmp_path, monkeypatch):
     assert all(v.dtype == torch.float32 for v in case["state_dict"].values())  # as the official files
     served = _serve(tmp_path, case["state_dict"])
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
-    monkeypatch.setitem(RELEASES, "dinov2-s14", served.as_uri())
+    monkeypatch.setitem(RELEASES, "dinov2-s14", dataclasses.replace(RELEASES["dinov2-s14"], url=served.as_uri()))
     model = build_upsampler("uplift", pretrained="dinov2-s14", progress=False)
     assert (tmp_path / "torch_home" / "hub" / "checkpoints" / "uplift_dinov2-s14.safetensors").is_file()
     assert not model.training and model.patch_size == 14
@@ -277,23 +223,23 @@ def test_load_release_through_file_url_and_hub_cache(tmp_path, monkeypatch):
         assert torch.equal(again.state_dict()[key].float(), value), key
     feats, image = case["inputs"]["features"].float(), case["inputs"]["image"].float()
     with torch.no_grad():
-        out = model(feats, image, case_output_size(case))
+        out = model(feats, image, uplift_output_size(case))
     assert relative_errors(out, case["output"])[1] <= 1e-5
 
 
 def test_dinov3_release_sets_patch_16(tmp_path, monkeypatch):
     served = _serve(tmp_path, load_fixture(RELEASED)["state_dict"], "uplift_dinov3-splus16.safetensors")
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
-    monkeypatch.setitem(RELEASES, "dinov3-splus16", served.as_uri())
+    monkeypatch.setitem(RELEASES, "dinov3-splus16", dataclasses.replace(RELEASES["dinov3-splus16"], url=served.as_uri()))
     assert build_upsampler("uplift", pretrained="dinov3-splus16", progress=False).patch_size == 16
-    with pytest.raises(ValueError, match=r"patch_size=14 does not match release 'dinov3-splus16' \(patch 16\)"):
+    with pytest.raises(ValueError, match=r"patch_size=14 does not match release 'dinov3-splus16' \(patch_size=16\)"):
         build_upsampler("uplift", pretrained="dinov3-splus16", patch_size=14)
 
 
 def test_torch_saved_state_dict_loads_too(tmp_path):
     state = load_fixture(TRAP)["state_dict"]
     torch.save(state, tmp_path / "weights.pt")
-    kwargs = {k: load_fixture(TRAP)["config"][k] for k in CTOR_KEYS}
+    kwargs = {k: load_fixture(TRAP)["config"][k] for k in ADAPTERS["uplift"].ctor_keys}
     model = build_upsampler("uplift", pretrained=str(tmp_path / "weights.pt"), **kwargs)
     assert torch.equal(model.state_dict()["attender.conv1.weight"], state["attender.conv1.weight"])
 
@@ -316,7 +262,7 @@ def test_checkpoint_mismatch_lists_keys(tmp_path):
 def test_checkpoint_source_errors(tmp_path):
     broken = tmp_path / "broken.safetensors"
     broken.write_bytes((8).to_bytes(8, "little") + b"{not json")
-    with pytest.raises(CheckpointReadError, match="could not read safetensors checkpoint .*broken.safetensors"):
+    with pytest.raises(CheckpointReadError, match=r"could not read checkpoint file .*broken.safetensors\. \(safetensors: "):
         build_upsampler("uplift", pretrained=str(broken))
     with pytest.raises(FileNotFoundError, match=r"'nope' is neither a release name \(releases: 'dinov2-s14', "
                                                 r"'dinov3-splus16'\), a URL, nor an existing file"):
