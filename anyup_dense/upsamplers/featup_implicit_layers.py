@@ -15,13 +15,11 @@ Memory is bounded by chunking, with the same result as the whole-image computati
     ``hr`` are stacked for that slab only), and its loss is back-propagated to that slab (added into
     one gradient map), so no whole jittered view and no whole [1,P+1,H,W] stack exists;
   * ``hr`` is freed before U's chunked re-evaluation, so a step holds at most two full maps (``hr``
-    and its gradient), and the C heap's free pages go back to the OS between views and phases
-    (:func:`release_free_heap`);
+    and its gradient);
   * the blur-pin term and the magnitude's backward run in bands of rows too;
   * the jitter (reflect pad, bilinear zoom, crop, flip) is a gather of the rows and columns it needs,
     so neither the padded nor the zoomed map is materialised.
 """
-import ctypes
 import math
 from typing import Callable, NamedTuple, Optional, Sequence, Tuple
 
@@ -36,29 +34,6 @@ SCALER_EPS = 1e-4
 SCALE_MIN = 1e-4
 SCALE_OFFSET = 0.1
 OUTLIER_INIT_FACTOR = 0.1
-
-
-def _malloc_trim():
-    """glibc's ``malloc_trim``, or None (another C library, another OS)."""
-    try:
-        return ctypes.CDLL("libc.so.6").malloc_trim
-    except (OSError, AttributeError):
-        return None
-
-
-_MALLOC_TRIM = _malloc_trim()
-
-
-def release_free_heap() -> None:
-    """Hand the C heap's free pages back to the OS (glibc ``malloc_trim(0)``; elsewhere nothing).
-
-    A step's chunk-sized temporaries (a few MB to ~32 MB, below glibc's adaptive mmap threshold)
-    are carved from the heap; freed between phases, they stay resident and the next phase's
-    differently sized ones land beside them. Trimming before each view and before U's backward keeps
-    the process peak nearer the live set: one 448^2 step on a 32x32 grid, 1.39-1.50 GiB without,
-    1.34 GiB with (``tools/fit_memory.py``), at no measurable cost in time; it changes no number."""
-    if _MALLOC_TRIM is not None:
-        _MALLOC_TRIM(0)
 
 
 class Jitter(NamedTuple):
@@ -380,7 +355,6 @@ def step_backward(model: FeatUpImplicitModel, image: torch.Tensor, stats, target
     per_view = (1 / (batch * channels * f * f), mag_weight / (batch * f * f))
     rec = mag = 0
     for j, view in enumerate(views):
-        release_free_heap()
         sums = view_terms_backward(model, hr, hr_mag.detach(), grad, mag_grad, targets[j:j + 1], jitter, view,
                                    max_pad, *view_keeps(j), per_view, chunk_size)
         rec, mag = rec + sums[0], mag + sums[1]
@@ -394,7 +368,6 @@ def step_backward(model: FeatUpImplicitModel, image: torch.Tensor, stats, target
                                                           pin_weight / numel, grad)
     blur_pin = blur_pin / numel
     del hr, hr_mag, mag_grad  # U is re-evaluated chunk by chunk below: only ``grad`` stays
-    release_free_heap()
     _upsampler_backward(model, image, stats, keep, grad, chunk_size)
     rec, mag = rec * per_view[0], mag / (batch * f * f)
     loss = rec + mag_weight * mag + tv_weight * tv.detach() + pin_weight * blur_pin.detach()
