@@ -31,6 +31,7 @@ def load(path):
     return cfg
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stock", list(STOCK))
 def test_converted_yacs_config_builds_and_runs(stock, tmp_path, capsys):
     out = tmp_path / "converted.yaml"
@@ -74,6 +75,7 @@ def convert_lazy_tool(stock, out, *extra):
     return LazyConfig.load(str(out))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stock", list(LAZY_STOCK))
 def test_converted_lazy_config_builds_and_runs(stock, tmp_path, capsys):
     cfg = convert_lazy_tool(stock, tmp_path / "converted.py")
@@ -112,6 +114,7 @@ def test_lazy_conversion_of_new_baselines_and_local_file(tmp_path):
     assert tool.converter(str(local)) is tool.convert_detectron2_lazy
 
 
+@pytest.mark.slow
 def test_new_upsampler_runs_through_the_detectron2_backbone(monkeypatch, tmp_path, capsys):
     """A new upsampler with only a model class, its registration and a fixture: the parity harness
     passes it, and the converted stock config builds a RetinaNet whose backbone runs it."""

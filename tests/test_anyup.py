@@ -23,6 +23,7 @@ def test_released_architecture_keys():
     assert {k: tuple(v.shape) for k, v in state.items()} == {k: tuple(v.shape) for k, v in released.items()}
 
 
+@pytest.mark.slow
 def test_output_is_convex_combination_of_features():
     """Each output pixel is a convex combination of input feature vectors: linear in the values."""
     model = AnyUp(qk_dim=16, num_heads=2).eval()
@@ -92,6 +93,7 @@ def test_unknown_pretrained_name():
         build_upsampler("anyup", pretrained="anyup_papr")
 
 
+@pytest.mark.slow
 def test_checkpointed_encoders_give_identical_gradients():
     """checkpoint_encoders recomputes the encoders in backward: same output, same gradients."""
     torch.manual_seed(1)

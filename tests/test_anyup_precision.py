@@ -86,6 +86,7 @@ def test_lfu_memory_is_bounded_by_the_chunk_in_both_passes():
     assert features.grad is not None and layer.basis.grad is not None
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["torch", "triton"])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_training_step_under_cpu_autocast(dtype, backend):

@@ -34,6 +34,7 @@ def test_frozen_by_default_and_stays_in_eval():
     assert not out.requires_grad
 
 
+@pytest.mark.slow
 def test_trainable_on_request():
     vit = tiny_vit(frozen=False)
     vit.train()

@@ -91,6 +91,7 @@ def assert_matches_case(model, case: dict) -> None:
     assert relative_errors(out, case["output"])[1] <= 1e-5  # measured 5.7e-7 (float32 vs official float64)
 
 
+@pytest.mark.slow
 def test_http_download_lands_in_cache(server, cache_dir, case):
     url = f"{server}/good/anyup_paper.pth"
     model = build_upsampler("anyup", pretrained=url, progress=False)
@@ -98,6 +99,7 @@ def test_http_download_lands_in_cache(server, cache_dir, case):
     assert sorted(p.name for p in cache_dir.iterdir()) == ["anyup_paper.pth"]  # no .partial left behind
 
 
+@pytest.mark.slow
 def test_silent_server_times_out(server, cache_dir):
     """A server that accepts and never answers: the error arrives after the 1 s timeout."""
     url = f"{server}/silent/anyup_paper.pth"

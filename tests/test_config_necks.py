@@ -13,6 +13,7 @@ import pathlib
 import re
 import shutil
 
+import pytest
 from mmengine import Config
 
 CONFIGS = pathlib.Path(__file__).resolve().parents[1] / "configs" / "mmseg"
@@ -62,6 +63,7 @@ def test_each_config_has_exactly_its_named_neck():
     assert_necks_exact(CONFIGS)
 
 
+@pytest.mark.slow
 def test_a_key_added_to_another_base_neck_does_not_leak(tmp_path):
     root = tmp_path / "mmseg"
     shutil.copytree(CONFIGS, root)

@@ -220,6 +220,7 @@ def test_chunked_mask_draws_equal_one_draw(monkeypatch):
     assert torch.equal(logit, torch.rand(shape, generator=g) > fi.DROPOUT_P)
 
 
+@pytest.mark.slow
 def test_fit_step_has_no_tensor_larger_than_one_full_map():
     """Memory bound of a fit step: with a small chunk_size no tensor exceeds one [1,P+1,R,R] map (before
     the per-band jitter / blur, the reflect-padded blurred view held (P+1)*(R+4)*R elements and the

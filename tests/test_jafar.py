@@ -327,7 +327,7 @@ def test_image_too_small_for_reflect_padding():
     ({"qk_dim": 32, "num_heads": 3}, r"qk_dim must be a multiple of 8 .* and of num_heads \(3\)"),
     ({"kernel_size": 2}, "kernel_size must be odd"),
     ({"backend": "flash"}, "backend must be one of"),
-    ({"max_pixels_per_chunk": 0}, "max_pixels_per_chunk must be a positive int or None"),
+    ({"max_pixels_per_chunk": 0}, "max_pixels_per_chunk must be None or a positive integer"),
 ])
 def test_invalid_configuration(kwargs, message):
     with pytest.raises(ValueError, match=message):

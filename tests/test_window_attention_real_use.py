@@ -21,6 +21,7 @@ def _qkv(dtype=torch.float32):
             torch.randn(b, c, h, w, generator=gen, dtype=dtype))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["torch", "triton", "reference"])
 @pytest.mark.parametrize("low", [torch.bfloat16, torch.float16])
 def test_mixed_dtypes_run_forward_and_backward(backend, low):
@@ -46,6 +47,7 @@ def test_mixed_dtypes_run_forward_and_backward(backend, low):
         assert err < tol, err
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("context", ["no_grad", "inference_mode", "autocast"])
 def test_triton_self_test_passes_in_any_caller_mode(context, recwarn):
     """The one-time self-test is independent of the caller's grad mode and autocast (it used
@@ -58,6 +60,7 @@ def test_triton_self_test_passes_in_any_caller_mode(context, recwarn):
     assert not [w for w in recwarn if "Triton" in str(w.message)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["torch", "triton"])
 def test_second_derivative_raises(backend):
     q, k, v = (t.requires_grad_() for t in _qkv())

@@ -87,6 +87,7 @@ def test_rejects_mixed_dtypes():
         window_attention_triton(q, k, v.detach().double(), 0.1)
 
 
+@pytest.mark.slow
 def test_self_test_passes_on_the_real_kernels():
     assert triton_self_test(torch.device("cpu"))  # the interpreter stands in for a GPU here
 

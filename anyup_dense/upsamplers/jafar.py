@@ -26,10 +26,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from anyup_dense.checkpoints import Release, load_state_dict_strict, load_weights, releases
+from anyup_dense.ops.chunking import check_chunk_size
 from anyup_dense.registry import UPSAMPLERS
 from anyup_dense.upsamplers.anyup_layers import PositionalModulation
 from anyup_dense.upsamplers.base import Upsampler, keep_as_buffers
-from anyup_dense.upsamplers.jafar_layers import GROUPS, SFT, check_chunk_option, encoder, global_attention
+from anyup_dense.upsamplers.jafar_layers import GROUPS, SFT, encoder, global_attention
 from anyup_dense.upsamplers.recompute import recompute_in_backward
 
 _RELEASE_URL = "https://github.com/PaulCouairon/JAFAR/releases/download/Weights/{}.pth"
@@ -180,13 +181,12 @@ class JAFAR(Upsampler):
                  check_finite: bool = False):
         super().__init__(check_finite=check_finite)
         _check_config(qk_dim, num_heads, kernel_size, backend)
-        check_chunk_option(max_pixels_per_chunk)
         del feature_dim  # official signature; unused there too
         self.guidance_channels = input_dim
         self.expected_channels = v_dim
         self.kernel_size = kernel_size
         self.backend = backend
-        self.max_pixels_per_chunk = max_pixels_per_chunk
+        self.max_pixels_per_chunk = check_chunk_size(max_pixels_per_chunk)
         self.checkpoint_encoders = checkpoint_encoders
         self.image_encoder = encoder(input_dim, qk_dim, kernel_size)
         self.key_encoder = encoder(qk_dim, qk_dim)

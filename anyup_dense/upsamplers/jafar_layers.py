@@ -15,6 +15,8 @@ from typing import Optional
 import torch
 import torch.nn as nn
 
+from anyup_dense.ops.chunking import check_chunk_size
+
 GROUPS = 8
 
 # Elements of the per-chunk logits/probabilities [B, heads, pixels, h*w]: 2**22 float32 =
@@ -64,16 +66,10 @@ def head_probabilities(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     return (q @ k.transpose(-1, -2)).softmax(dim=-1)
 
 
-def check_chunk_option(max_pixels_per_chunk: Optional[int]) -> None:
-    """``max_pixels_per_chunk`` must be ``None`` or a positive int."""
-    if max_pixels_per_chunk is not None and not (isinstance(max_pixels_per_chunk, int) and max_pixels_per_chunk > 0):
-        raise ValueError(f"max_pixels_per_chunk must be a positive int or None, got {max_pixels_per_chunk!r}")
-
-
 def pixels_per_chunk(q: torch.Tensor, k: torch.Tensor, max_pixels_per_chunk: Optional[int]) -> int:
     """Output pixels per chunk: ``max_pixels_per_chunk`` if given, else as many as keep the
     chunk's logits within ``DEFAULT_CHUNK_ELEMENTS`` (at least one)."""
-    check_chunk_option(max_pixels_per_chunk)
+    max_pixels_per_chunk = check_chunk_size(max_pixels_per_chunk)
     if max_pixels_per_chunk is not None:
         return max_pixels_per_chunk
     b, nh, _, _ = q.shape

@@ -10,17 +10,14 @@ import torch
 import torch.nn as nn
 from torch.func import functional_call
 
-
-def at_least_float32(dtype: torch.dtype) -> torch.dtype:
-    """float16/bfloat16 -> float32; float32/float64 unchanged."""
-    return torch.promote_types(dtype, torch.float32)
+from anyup_dense.ops.mixed_precision import accumulation_dtype, autocast_off
 
 
 def forward_in_float32(module: nn.Module, *inputs: torch.Tensor) -> torch.Tensor:
     """``module(*inputs)`` computed in at least float32, whatever the autocast state and the
     module's dtype. The result is float32 (float64 for a float64 module and inputs)."""
-    inputs = tuple(x.to(at_least_float32(x.dtype)) for x in inputs)
-    state = {name: t.to(at_least_float32(t.dtype)) if t.is_floating_point() else t
+    inputs = tuple(x.to(accumulation_dtype(x)) for x in inputs)
+    state = {name: t.to(accumulation_dtype(t)) if t.is_floating_point() else t
              for name, t in [*module.named_parameters(), *module.named_buffers()]}
-    with torch.autocast(inputs[0].device.type, enabled=False):
+    with autocast_off(inputs[0].device):
         return functional_call(module, state, inputs)
