@@ -16,7 +16,7 @@ size x size, float32:
 The peak of a fit is reached in its first step (later steps reuse the freed memory); s/step
 (wall clock) and CPU s/step (all threads) are means over the steps after the first (the first
 also featurises the views), or the first step's when ``--steps 1``. On a shared machine the
-wall clock is noisy; compare CPU s/step. Acceptance (issue 15): both under 1.5 GiB at 448.
+wall clock is noisy; compare CPU s/step. Figures: docs/benchmarks.md, "Per-image fits".
 """
 import argparse
 import json
