@@ -55,6 +55,7 @@ def test_frozen_upsampler_gets_no_grad_and_stays_bit_identical():
     assert not torch.equal(head_before, model.decode_head.conv_seg.weight)
 
 
+@pytest.mark.slow
 def test_trainable_upsampler_is_updated():
     model = tiny_segmentor(frozen=False)
     upsampler = model.neck.upsampler
@@ -73,6 +74,7 @@ def test_multi_stride_neck_outputs_and_channels():
     assert [tuple(m.shape) for m in maps] == [(2, 32, 28, 28), (2, 32, 14, 14), (2, 32, 7, 7), (2, 32, 3, 3)]
 
 
+@pytest.mark.slow
 def test_slide_inference_guides_every_crop():
     model = tiny_segmentor().eval()
     model.test_cfg = Config(dict(mode="slide", crop_size=(SIZE, SIZE), stride=(28, 28)))
@@ -166,6 +168,7 @@ def test_missing_mmseg_is_named(monkeypatch):
         integration._check_installed()
 
 
+@pytest.mark.slow
 def test_segmentor_memory_tool_reports_a_full_resolution_forward(capsys):
     from helpers import load_tool
 
