@@ -1,8 +1,10 @@
 """Helpers the test modules import (fixtures of pytest itself live in conftest.py)."""
+import dataclasses
 import importlib.util
 import pathlib
 
 import torch
+from safetensors.torch import save_file
 from torch.utils._python_dispatch import TorchDispatchMode
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -43,3 +45,25 @@ class LargestTensor(TorchDispatchMode):
             if isinstance(t, torch.Tensor):
                 self.largest = max(self.largest, t.numel())
         return out
+
+
+def serve_release(monkeypatch, tmp_path: pathlib.Path, releases: dict, name: str, payload: dict,
+                  **release_changes) -> pathlib.Path:
+    """Serves ``payload`` as release ``name`` of the table ``releases``, for this test only.
+
+    Writes ``payload`` to ``tmp_path/served/<file_name>`` (a safetensors release: the flat
+    state_dict ``payload`` with safetensors, any other layout: ``torch.save(payload)``), points
+    the release's url at that file's ``file://`` URI (with ``release_changes`` applied too, e.g.
+    ``build_kwargs=``) and sets TORCH_HOME to ``tmp_path/torch_home``. Returns the path where
+    torch.hub's cache copy lands on the first load.
+    """
+    release = dataclasses.replace(releases[name], **release_changes)
+    served = tmp_path / "served" / release.file_name
+    served.parent.mkdir(exist_ok=True)
+    if release.layout == "safetensors":
+        save_file({key: value.contiguous() for key, value in payload.items()}, str(served))
+    else:
+        torch.save(payload, served)
+    monkeypatch.setitem(releases, name, dataclasses.replace(release, url=served.as_uri()))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    return tmp_path / "torch_home" / "hub" / "checkpoints" / release.file_name

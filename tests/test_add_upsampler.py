@@ -5,7 +5,6 @@ backbone receiving gradients, and predicts. The stock backbones are shrunk throu
 converter's cfg_options (applied before the channels are measured) to stay fast on a CPU."""
 import argparse
 import copy
-import dataclasses
 
 import pytest
 import torch
@@ -20,7 +19,7 @@ import anyup_dense.integrations.mmseg  # noqa: F401
 from anyup_dense.integrations.mmseg.convert import config_text, convert
 from anyup_dense import UPSAMPLERS, build_upsampler
 from anyup_dense.compare import zoo
-from helpers import load_tool, relative_errors
+from helpers import load_tool, relative_errors, serve_release
 import parity_adapters
 from parity_adapters import build_gated_bilinear, check_parity, gated_bilinear_fixture
 
@@ -156,11 +155,7 @@ def test_new_upsampler_runs_through_parity_harness_neck_and_benchmark(gated_bili
         check_parity(broken, torch.float64)
 
     # its release table: served from a local file, found by the comparison zoo, loaded strictly
-    served = tmp_path / "gated_bilinear_v1.pth"
-    torch.save(case["state_dict"], served)
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
-    monkeypatch.setitem(parity_adapters.RELEASES, "gated_bilinear_v1",
-                        dataclasses.replace(parity_adapters.RELEASES["gated_bilinear_v1"], url=served.as_uri()))
+    serve_release(monkeypatch, tmp_path, parity_adapters.RELEASES, "gated_bilinear_v1", case["state_dict"])
     assert zoo.release_for(gated_bilinear, "vit_small_patch14_dinov2.lvd142m") == "gated_bilinear_v1"
     assert not zoo.cached(gated_bilinear, "gated_bilinear_v1")
     released = build_upsampler(gated_bilinear, pretrained=True, progress=False)

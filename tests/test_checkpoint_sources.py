@@ -1,11 +1,10 @@
 """Checkpoint sources: HTTP downloads that cannot hang, a corrupt cache, non-dict files,
-``pathlib.Path`` and ``True`` (the default release).
+``pathlib.Path``, sources that name no file (``True``, the default release: tests/test_releases.py).
 
 A local HTTP server on 127.0.0.1 (``http.server`` in a thread) plays the network: it serves a
 valid AnyUp checkpoint, never answers, drops the connection, answers 404, or sends a body
 shorter than its Content-Length. Nothing here touches the real network.
 """
-import dataclasses
 import http.client
 import http.server
 import pathlib
@@ -193,14 +192,6 @@ def test_pathlib_path(tmp_path, case):
     assert load_checkpoint(path, table).keys() == case["state_dict"].keys()
     with pytest.raises(FileNotFoundError, match="neither a release name"):
         load_checkpoint(tmp_path / "missing.pth", RELEASES)
-
-
-def test_true_is_the_first_release(server, cache_dir, case, monkeypatch):
-    for name, route in (("anyup_paper", "good"), ("anyup_multi_backbone", "missing")):
-        monkeypatch.setitem(RELEASES, name, dataclasses.replace(RELEASES[name], url=f"{server}/{route}/{name}.pth"))
-    assert list(RELEASES)[0] == "anyup_paper"
-    assert_matches_case(build_upsampler("anyup", pretrained=True, progress=False), case)
-    assert (cache_dir / "anyup_paper.pth").is_file()
 
 
 @pytest.mark.parametrize("source", [False, None, 3])

@@ -140,14 +140,13 @@ def test_spectral_weights_bake_bitwise():
     assert not torch.allclose(stale, plain["upsampler.ups.0.block.attn.proj.weight"], rtol=1e-5, atol=0)
 
 
-def test_spectral_training_checkpoint_loads_through_hub_cache(tmp_path, monkeypatch):
+def test_spectral_training_checkpoint_loads(tmp_path):
+    """The official spectral-norm training file, baked on load, reproduces the fixture (a URL
+    goes through torch.hub's cache like any other: tests/test_checkpoint_sources.py)."""
     case = load_fixture("featsharp_u2_d48_spectral.pt")
-    served = tmp_path / "served" / "last.pth.tar"
-    served.parent.mkdir()
-    torch.save(_training_checkpoint(case), served)
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
-    model = _build(case, served.as_uri())
-    assert (tmp_path / "torch_home" / "hub" / "checkpoints" / "last.pth.tar").is_file()
+    path = tmp_path / "last.pth.tar"
+    torch.save(_training_checkpoint(case), path)
+    model = _build(case, str(path))
     inputs = inputs_in(case, torch.float64)
     with torch.no_grad():
         out = model.double()(inputs["features"], inputs["image"], model.hr_size, tile_features=inputs["tile_features"])

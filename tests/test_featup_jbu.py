@@ -1,17 +1,12 @@
 """FeatUp JBU stack: checkpoints, interface (parity with the official code: tests/test_parity.py)."""
-import dataclasses
 import pytest
 import torch
 import torch.nn.functional as F
 
 from anyup_dense import build_upsampler
-from anyup_dense.upsamplers import featup_jbu
 from anyup_dense.checkpoints import CheckpointMismatchError
 from anyup_dense.upsamplers.featup_jbu import FeatUpJBU
 from helpers import load_fixture, relative_errors
-
-OFFICIAL_PREFIX = "https://marhamilresearch4.blob.core.windows.net/feature-upsampling-public/pretrained/"
-
 
 def test_output_size_resamples_the_16x_map():
     model = FeatUpJBU(6, use_norm=False).eval()
@@ -51,13 +46,6 @@ def test_builder_argument_errors():
         build_upsampler("featup_jbu", dim=8, pretrained=True)
 
 
-def test_official_checkpoint_urls():
-    assert featup_jbu.RELEASES["dinov2"].url == OFFICIAL_PREFIX + "dinov2_jbu_stack_cocostuff.ckpt"
-    assert featup_jbu.RELEASES["resnet50_no_norm"].url == OFFICIAL_PREFIX + "no_norm/resnet50_jbu_stack_cocostuff.ckpt"
-    assert "maskclip" not in featup_jbu.RELEASES and "maskclip_no_norm" in featup_jbu.RELEASES
-    assert len(featup_jbu.RELEASES) == 11
-
-
 def _official_checkpoint(case: dict) -> dict:
     """FeatUp's on-disk layout: a Lightning checkpoint whose state_dict holds the hub model's keys
     (backbone under model.0 / model, ChannelNorm model.1.norm, JBU under upsampler.) plus the
@@ -72,32 +60,21 @@ def _official_checkpoint(case: dict) -> dict:
     return {"epoch": 0, "global_step": 1000, "pytorch-lightning_version": "1.9.0", "state_dict": state}
 
 
-def test_official_checkpoint_loads_through_hub_cache(tmp_path, monkeypatch):
-    """pretrained=True resolves the release URL and loads it through torch.hub's cache (file:// here)."""
-    case = load_fixture("featup_jbu_norm_d32_h2.pt")
-    served = tmp_path / "served" / "dinov2_jbu_stack_cocostuff.ckpt"
-    served.parent.mkdir()
-    torch.save(_official_checkpoint(case), served)
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
-    monkeypatch.setitem(featup_jbu.RELEASES, "dinov2", dataclasses.replace(
-        featup_jbu.RELEASES["dinov2"], url=served.as_uri(), build_kwargs=dict(dim=case["config"]["dim"], use_norm=True)))
-    monkeypatch.setitem(featup_jbu.BACKBONE_CHANNELS, "dinov2", case["config"]["dim"])
-    model = build_upsampler("featup_jbu", backbone="dinov2", pretrained=True, progress=False)
-    assert (tmp_path / "torch_home" / "hub" / "checkpoints" / "featup_dinov2_jbu_stack_cocostuff.ckpt").is_file()
-    assert not model.training
+@pytest.mark.parametrize("name", ["featup_jbu_norm_d32_h2.pt", "featup_jbu_d7_up.pt"])
+def test_official_checkpoint_reproduces_the_fixture(tmp_path, name):
+    """FeatUp's Lightning file, with and without ChannelNorm: the backbone and training-only parts
+    are dropped, the JBU keys renamed, and the model reproduces the fixture (every release through
+    torch.hub's cache, pretrained=True with backbone=: tests/test_releases.py)."""
+    case = load_fixture(name)
+    path = tmp_path / "official.ckpt"
+    torch.save(_official_checkpoint(case), path)
+    model = build_upsampler("featup_jbu", dim=case["config"]["dim"], use_norm=case["config"]["use_norm"],
+                            pretrained=str(path))
+    assert torch.equal(model.levels[3].range_temp, case["state_dict"]["upsampler.up4.range_temp"])
     inputs = case["inputs"]
     with torch.no_grad():
         out = model.double()(inputs["features"], inputs["image"], output_size=tuple(case["output"].shape[-2:]))
     assert relative_errors(out, case["output"])[0] <= 1e-9
-
-
-def test_checkpoint_from_local_path_without_norm(tmp_path):
-    case = load_fixture("featup_jbu_d7_up.pt")
-    path = tmp_path / "no_norm.ckpt"
-    torch.save(_official_checkpoint(case), path)
-    model = build_upsampler("featup_jbu", dim=7, use_norm=False, pretrained=str(path))
-    assert torch.equal(model.residual_conv.weight, case["state_dict"]["upsampler.fixup_proj.1.weight"])
-    assert torch.equal(model.levels[3].range_temp, case["state_dict"]["upsampler.up4.range_temp"])
 
 
 def test_mismatched_checkpoint_lists_the_keys(tmp_path):

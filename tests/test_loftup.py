@@ -5,7 +5,7 @@ import torch
 
 import anyup_dense.upsamplers.loftup  # noqa: F401  (registers "loftup")
 from anyup_dense import build_upsampler
-from anyup_dense.checkpoints import CheckpointMismatchError, hub_cache_path
+from anyup_dense.checkpoints import CheckpointMismatchError
 from anyup_dense.upsamplers.loftup import RELEASES, LoftUp
 from helpers import FIXTURES, load_fixture, relative_errors
 from parity_adapters import ADAPTERS, build_model
@@ -98,62 +98,35 @@ def write_official_bin(case: dict, path) -> None:
     torch.save({k: v.clone() for k, v in case["state_dict"].items()}, path)
 
 
-def test_pytorch_model_bin_through_url(tmp_path, monkeypatch):
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
-    case = load_fixture("loftup_c48_guid_up.pt")
-    path = tmp_path / "pytorch_model.bin"
-    write_official_bin(case, path)
-    model = build_upsampler("loftup", pretrained=path.as_uri(), progress=False, **ctor(case))
-    assert not model.training
-    assert (tmp_path / "torch_home" / "hub" / "checkpoints" / "pytorch_model.bin").is_file()
-    with torch.no_grad():
-        out = upsample_case(model.double(), case)
-    assert relative_errors(out, case["output"])[0] <= 1e-9
+def test_released_dinov2s_architecture():
+    """The dinov2s release implies LoftUp(384, lr_size=16): 4,303,894 parameters in 54 tensors
+    (spec). Every release's URL, cache file and layout: tests/test_releases.py."""
+    assert dict(RELEASES["loftup_dinov2s"].build_kwargs) == dict(dim=384, lr_size=16)
+    model = build_upsampler("loftup", **RELEASES["loftup_dinov2s"].build_kwargs)
+    assert sum(p.numel() for p in model.parameters()) == 4_303_894
+    assert len(model.state_dict()) == 54
 
 
-def test_release_name_uses_its_own_cache_file(tmp_path, monkeypatch):
-    """Release names resolve to the Hugging Face URLs and to a per-release cache file name
-    (all releases are called pytorch_model.bin); a cached file is used without any network.
-    The released dinov2s architecture has 4,303,894 parameters (spec)."""
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    assert len(RELEASES) == 7 and len({release.file_name for release in RELEASES.values()}) == 7
-    assert RELEASES["loftup_dinov2s"].url == "https://huggingface.co/haiwen/loftup-dinov2s/resolve/main/pytorch_model.bin"
-    torch.manual_seed(3)
-    reference = LoftUp(384).eval()
-    assert sum(p.numel() for p in reference.parameters()) == 4_303_894
-    assert len(reference.state_dict()) == 54
-    cached = hub_cache_path(RELEASES["loftup_dinov2s"].file_name)
-    (tmp_path / "hub" / "checkpoints").mkdir(parents=True)
-    torch.save(reference.state_dict(), cached)
-    model = build_upsampler("loftup", pretrained="loftup_dinov2s", progress=False)
-    assert model.upsampler.lr_size == 16 and model.expected_channels == 384
-    for key, value in reference.state_dict().items():
-        assert torch.equal(model.state_dict()[key], value), key
-
-
-def test_bare_safetensors_layout(tmp_path, monkeypatch):
+def test_bare_safetensors_layout(tmp_path):
     """``model.safetensors`` of PyTorchModelHubMixin: bare LoftUp keys, no ChannelNorm. Refused
     unless the identity ChannelNorm is accepted explicitly; then it equals the wrapper with
     ChannelNorm weight 1, bias 0."""
     from safetensors.torch import save_file
 
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
     case = load_fixture("loftup_c32_b2_nonsq.pt")
     bare = {k[len("upsampler."):]: v.clone() for k, v in case["state_dict"].items() if k.startswith("upsampler.")}
     path = tmp_path / "model.safetensors"
     save_file(bare, str(path))
     with pytest.raises(CheckpointMismatchError, match="pytorch_model.bin"):
-        build_upsampler("loftup", pretrained=path.as_uri(), **ctor(case))
-    model = build_upsampler("loftup", pretrained=path.as_uri(), progress=False, assume_identity_channelnorm=True,
-                            **ctor(case)).double()
+        build_upsampler("loftup", pretrained=str(path), **ctor(case))
+    model = build_upsampler("loftup", pretrained=str(path), assume_identity_channelnorm=True, **ctor(case)).double()
+    assert torch.equal(model.upsampler.first_conv[1].weight, bare["first_conv.1.weight"].double())
     expected = build_model(case)
     with torch.no_grad():
         expected.channelnorm.norm.weight.fill_(1.0)
         expected.channelnorm.norm.bias.zero_()
         feats, image = case["inputs"]["features"], case["inputs"]["image"]
         assert relative_errors(model(feats, image), expected(feats, image))[0] == 0.0
-    local = build_upsampler("loftup", pretrained=str(path), assume_identity_channelnorm=True, **ctor(case))
-    assert torch.equal(local.upsampler.first_conv[1].weight, bare["first_conv.1.weight"])
 
 
 def test_mismatched_keys_are_listed(tmp_path):

@@ -6,9 +6,8 @@
   writes a tiny model's weights in the release's official layout, serves it at a ``file://`` URL
   under the release name, and the builder loads it strictly into a model of the size the release
   implies, through the release's own cache file.
+* A released file that does not fit the model is refused, naming the keys.
 """
-import dataclasses
-
 import pytest
 import torch
 from safetensors.torch import save_file
@@ -17,6 +16,7 @@ from anyup_dense.checkpoints import (CheckpointMismatchError, Release, hf_url, l
                                      with_release_kwargs)
 from anyup_dense.compare.zoo import cached, release_for, release_table
 from anyup_dense.upsamplers import build_upsampler, list_upsamplers
+from helpers import load_fixture, serve_release
 from upsampler_helpers import TINY_UPSAMPLER_KWARGS
 
 JAFAR = "https://github.com/PaulCouairon/JAFAR/releases/download/Weights/"
@@ -106,31 +106,25 @@ def _official_keys(name: str, state: dict) -> dict:
     return official
 
 
-def write_official_file(name: str, release: Release, state: dict, path) -> None:
-    """``state`` as the official file of ``release`` holds it."""
+def official_payload(name: str, release: Release, state: dict) -> dict:
+    """``state`` as the official file of ``release`` holds it (a safetensors release: the flat
+    state_dict that :func:`helpers.serve_release` writes with safetensors)."""
     state = {k: v.clone() for k, v in _official_keys(name, state).items()}
-    if release.layout == "safetensors":
-        save_file(state, str(path))
-    elif release.layout == "lightning":
-        torch.save({"epoch": 0, "global_step": 1, "pytorch-lightning_version": "1.9.0", "state_dict": state}, path)
-    elif release.layout == "training_dict":
-        torch.save({release.weights_key: state, "optimizer_jafar": {}, "epoch": 3}, path)
-    else:
-        torch.save(state, path)
+    if release.layout == "lightning":
+        return {"epoch": 0, "global_step": 1, "pytorch-lightning_version": "1.9.0", "state_dict": state}
+    if release.layout == "training_dict":
+        return {release.weights_key: state, "optimizer_jafar": {}, "epoch": 3}
+    return state
 
 
 def _serve(name, release, tmp_path, monkeypatch):
-    """A tiny model of the release's size, written in its layout and served under its name at
-    a file:// URL, with torch.hub's cache in tmp_path. Returns (the model, the kwargs to build it
-    besides the release's own)."""
+    """A tiny model of the release's size, written in its layout and served under its name.
+    Returns (the model, the kwargs to build it besides the release's own)."""
     kwargs = {k: v for k, v in TINY_UPSAMPLER_KWARGS.get(name, {}).items() if k not in release.build_kwargs}
     torch.manual_seed(0)
     reference = build_upsampler(name, **kwargs, **release.build_kwargs)
-    served = tmp_path / "served" / release.file_name
-    served.parent.mkdir(exist_ok=True)
-    write_official_file(name, release, reference.state_dict(), served)
-    monkeypatch.setitem(release_table(name), release.name, dataclasses.replace(release, url=served.as_uri()))
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    serve_release(monkeypatch, tmp_path, release_table(name), release.name,
+                  official_payload(name, release, reference.state_dict()))
     return reference, kwargs
 
 
@@ -142,6 +136,7 @@ def test_every_release_loads_strictly_from_its_official_layout(name, release_nam
     torch.manual_seed(1)  # a different initialisation: equal tensors below come from the file
     model = build_upsampler(name, pretrained=release_name, progress=False, **kwargs)
     assert cached(name, release_name)  # under the release's own cache file name
+    assert not model.training
     assert model.state_dict().keys() == reference.state_dict().keys()
     for key, value in reference.state_dict().items():
         assert torch.equal(model.state_dict()[key], value), key
@@ -154,6 +149,35 @@ def test_pretrained_true_is_the_first_release(name, tmp_path, monkeypatch):
     model = build_upsampler(name, pretrained=True, progress=False, **kwargs, **TRUE_KWARGS.get(name, {}))
     for key, value in reference.state_dict().items():
         assert torch.equal(model.state_dict()[key], value), key
+
+
+# upsampler -> (its release fixture, a key to drop, a key to add, a key to reshape, the wrong shape,
+# the model's shape): the flat state_dict releases, each in its own key names
+MISFITS = {
+    "anyup": ("anyup_released_c100_down.pt", "rope.freqs", "extra.weight", "cross_decode.conv2d.weight",
+              (128, 128, 1, 1), (128, 128, 3, 3)),
+    "naf": ("naf_released_c12_nonint.pt", "image_encoder.rope.periods", "image_encoder.encoder.1.shortcut.weight",
+            "image_encoder.sem_encoder.0.weight", (128, 3, 1, 1), (128, 3, 3, 3)),
+    "uplift": ("uplift_released_dinov2s14_c384_i2.pt", "attender.conv1.bias", "attender.conv2.weight",
+               "decoder.block_0.blocks.0.conv.0.weight", (64, 500, 3, 3), (64, 512, 3, 3)),
+}
+
+
+@pytest.mark.parametrize("name", MISFITS)
+def test_a_file_that_does_not_fit_names_its_keys(name, tmp_path):
+    """A released file with one key missing, one extra and one reshaped is refused, naming all three."""
+    fixture, missing, extra, reshaped, wrong_shape, model_shape = MISFITS[name]
+    state = dict(load_fixture(fixture)["state_dict"])
+    del state[missing]
+    state[extra] = torch.zeros(1)
+    state[reshaped] = torch.zeros(wrong_shape)
+    torch.save(state, tmp_path / "misfit.pth")
+    with pytest.raises(CheckpointMismatchError) as info:
+        build_upsampler(name, pretrained=str(tmp_path / "misfit.pth"))
+    message = str(info.value)
+    assert f"missing keys (1): {missing}" in message
+    assert f"unexpected keys (1): {extra}" in message
+    assert f"{reshaped}: checkpoint {wrong_shape} vs model {model_shape}" in message
 
 
 # ---- the loader on its own ----------------------------------------------------------------
