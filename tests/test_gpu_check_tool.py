@@ -9,8 +9,12 @@ from helpers import load_tool
 
 @pytest.mark.slow
 def test_gpu_check_on_cpu_interpreter(tmp_path, monkeypatch):
+    from anyup_dense.upsamplers import attention_backend
+
     gpu_check = load_tool("gpu_check")
     monkeypatch.setattr(gpu_check, "QUICK_SHAPES", gpu_check.QUICK_SHAPES[:1])  # one shape: the interpreter is slow
+    # the self-test itself under each caller mode: tests/test_window_attention_real_use.py
+    monkeypatch.setattr(attention_backend, "triton_self_test", lambda device: True)
     out = tmp_path / "check.json"
     assert gpu_check.main(["--device", "cpu", "--json", str(out)]) == 0
     rows = json.loads(out.read_text())["rows"]
@@ -28,6 +32,7 @@ def test_gpu_check_fails_on_a_wrong_kernel(tmp_path, monkeypatch):
 
     gpu_check = load_tool("gpu_check")
     monkeypatch.setattr(gpu_check, "QUICK_SHAPES", gpu_check.QUICK_SHAPES[:1])
+    monkeypatch.setattr(gpu_check, "check_auto_selection", lambda device: [])  # checked in the test above
     original = triton_ops._WindowAttention.apply
     monkeypatch.setattr(triton_ops._WindowAttention, "apply", lambda q, k, v, ratio: 1.01 * original(q, k, v, ratio))
     assert gpu_check.main(["--device", "cpu", "--json", str(tmp_path / "check.json")]) == 1

@@ -79,7 +79,7 @@ def test_segmentation_probe_trains_and_evaluates(neck, synthetic_root, tmp_path)
 def test_other_segmentation_datasets_load_and_evaluate(dataset, synthetic_root, tmp_path):
     config = CONFIGS / "linear_probe" / f"bilinear_vit-s14-dinov2_linear-probe_{dataset}_448x448.py"
     cfg = tiny_config(config, synthetic_root, tmp_path, "bilinear", epochs=1)
-    metrics = train_and_validate(cfg)
+    metrics = Runner.from_cfg(cfg).val()  # the dataset's loading and metric; training is the same as ADE20K's
     assert_finite_in(metrics, ("aAcc", "mIoU", "mAcc"), 0.0, 100.0)
 
 
